@@ -1,0 +1,1 @@
+"""Sluice: orchestrated ELT analytics for product events."""

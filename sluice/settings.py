@@ -1,0 +1,127 @@
+"""Every Sluice setting, defined once and read from the environment.
+
+Environment variables (all optional; the defaults work on a laptop):
+
+- ``SLUICE_DATA_DIR``: the one folder that holds all state (landing files, the warehouse,
+  dlt state, the Dagster home). Default: ``data`` under the current directory. Two data
+  directories never share anything, so tests and users can run side by side.
+- ``SLUICE_START_DATE``: first daily partition (``YYYY-MM-DD``). When unset, the date that
+  ``sluice generate`` recorded in ``<data dir>/start_date`` is used, else 30 days ago.
+- ``SLUICE_LATE_LOOKBACK_DAYS``: how many days back a load may trigger rebuilds of already
+  built partitions when late events arrive. Default: 7.
+- ``SLUICE_DBT_TARGET``: the dbt target to build. Default: ``dev``.
+- ``SLUICE_DAGSTER_PORT``: port of the Dagster UI started by ``make dev``. Default: 3000.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_DIR / "dbt_project"
+DAGSTER_YAML_TEMPLATE = REPO_DIR / "orchestration" / "dagster.yaml"
+SAMPLE_DIR = REPO_DIR / "data" / "sample"
+
+# Table names shared by the loader, the dbt sources and the orchestration.
+RAW_SCHEMA = "raw"
+RAW_EVENTS_TABLE = "events"
+RAW_REJECTED_TABLE = "rejected_events"
+MARTS_SCHEMA = "marts"
+
+# The dagster pool that every asset opening the warehouse joins; its limit is 1.
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+START_DATE_FILE = "start_date"
+
+
+class SettingsError(ValueError):
+    """A setting has a value Sluice cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    start_date: dt.date
+    late_lookback_days: int = 7
+    dbt_target: str = "dev"
+    dagster_port: int = 3000
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse" / "sluice.duckdb"
+
+    @property
+    def dlt_dir(self) -> Path:
+        return self.data_dir / "dlt"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster"
+
+    def subprocess_env(self) -> dict[str, str]:
+        """Variables that dbt and Dagster child processes need to find this data directory."""
+        return {
+            "SLUICE_DATA_DIR": str(self.data_dir),
+            "SLUICE_START_DATE": self.start_date.isoformat(),
+            "SLUICE_WAREHOUSE_PATH": str(self.warehouse_path),
+            "DAGSTER_HOME": str(self.dagster_home),
+        }
+
+
+def parse_date(value: str, setting: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise SettingsError(f"{setting}={value!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("SLUICE_DATA_DIR") or "data").expanduser().resolve()
+    raw_start = env.get("SLUICE_START_DATE")
+    recorded = data_dir / START_DATE_FILE
+    if raw_start:
+        start = parse_date(raw_start, "SLUICE_START_DATE")
+    elif recorded.exists():
+        start = parse_date(recorded.read_text(), f"{recorded} (recorded start date)")
+    else:
+        start = dt.date.today() - dt.timedelta(days=30)
+    return Settings(
+        data_dir=data_dir,
+        start_date=start,
+        late_lookback_days=_int(env, "SLUICE_LATE_LOOKBACK_DAYS", 7),
+        dbt_target=env.get("SLUICE_DBT_TARGET") or "dev",
+        dagster_port=_int(env, "SLUICE_DAGSTER_PORT", 3000, minimum=1),
+    )
+
+
+def record_start_date(settings: Settings, first_day: dt.date) -> None:
+    """Remember the first day of data so the partitions start there (unless set explicitly)."""
+    path = settings.data_dir / START_DATE_FILE
+    if path.exists():
+        recorded = parse_date(path.read_text(), str(path))
+        if recorded <= first_day:
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(first_day.isoformat() + "\n")
