@@ -1,0 +1,217 @@
+"""Parse and validate landing files: JSON lines of Segment-spec messages.
+
+Each landing file is read as whole lines into Arrow, and an in-memory DuckDB (never the
+warehouse) parses and checks every line at once, so no Python object is made per event.
+A line that breaks the event contract becomes a rejected row with the file, line number,
+reason and raw text; the valid lines of the same file are kept. Reads no environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+MESSAGE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+ACTIVE_TYPES = ("track", "page", "screen")
+MAX_MESSAGE_ID_LENGTH = 100
+LANDING_SUFFIX = ".jsonl"
+
+# Neither byte can appear unescaped inside a JSON text, so no valid line is ever split by it.
+_NO_DELIMITER = "\x1f"
+
+_VALIDATE_SQL = f"""
+create or replace temp table checked as
+with docs as (
+    select
+        line_number,
+        raw_line,
+        case when json_valid(raw_line) then json(raw_line) end as doc
+    from lines
+    where trim(raw_line) <> ''
+),
+
+fields as (
+    select
+        line_number,
+        raw_line,
+        doc,
+        json_type(doc) as doc_type,
+        nullif(doc ->> '$.type', '') as type,
+        nullif(doc ->> '$.messageId', '') as message_id,
+        nullif(doc ->> '$.userId', '') as user_id,
+        nullif(doc ->> '$.anonymousId', '') as anonymous_id,
+        nullif(doc ->> '$.event', '') as event,
+        nullif(doc ->> '$.name', '') as name,
+        doc ->> '$.timestamp' as timestamp_text,
+        doc ->> '$.sentAt' as sent_at_text,
+        doc ->> '$.receivedAt' as received_at_text,
+        try_cast(doc ->> '$.timestamp' as timestamptz) as timestamp,
+        try_cast(doc ->> '$.sentAt' as timestamptz) as sent_at,
+        try_cast(doc ->> '$.receivedAt' as timestamptz) as received_at,
+        json_type(doc, '$.properties') as properties_type,
+        json_type(doc, '$.traits') as traits_type,
+        json_type(doc, '$.context') as context_type
+    from docs
+),
+
+checked as (
+    select
+        *,
+        case
+            when doc is null then 'malformed JSON'
+            when doc_type <> 'OBJECT' then 'not a JSON object'
+            when type is null then 'missing field type'
+            when type not in {MESSAGE_TYPES} then 'unknown type "' || type || '"'
+            when user_id is null and anonymous_id is null
+                then 'missing userId and anonymousId (at least one is required)'
+            when length(message_id) > {MAX_MESSAGE_ID_LENGTH}
+                then 'messageId longer than {MAX_MESSAGE_ID_LENGTH} characters'
+            when type = 'track' and event is null then 'track message without event'
+            when timestamp_text is null then 'missing field timestamp'
+            when timestamp is null
+                then 'timestamp "' || timestamp_text || '" is not an ISO-8601 timestamp'
+            when sent_at_text is not null and sent_at is null
+                then 'sentAt "' || sent_at_text || '" is not an ISO-8601 timestamp'
+            when received_at_text is not null and received_at is null
+                then 'receivedAt "' || received_at_text || '" is not an ISO-8601 timestamp'
+            when properties_type not in ('OBJECT', 'NULL') then 'properties is not an object'
+            when traits_type not in ('OBJECT', 'NULL') then 'traits is not an object'
+            when context_type not in ('OBJECT', 'NULL') then 'context is not an object'
+        end as reason
+    from fields
+)
+
+select * from checked
+"""
+
+_ACCEPTED_SQL = """
+select
+    coalesce(message_id, 'sluice-' || md5(raw_line)) as message_id,
+    type,
+    event,
+    name,
+    user_id,
+    anonymous_id,
+    timestamp,
+    sent_at,
+    received_at,
+    cast(doc -> '$.properties' as varchar) as properties,
+    cast(doc -> '$.traits' as varchar) as traits,
+    cast(doc -> '$.context' as varchar) as context,
+    $source_file as _source_file,
+    line_number as _line_number,
+    $loaded_at as _loaded_at
+from checked
+where reason is null
+order by line_number
+"""
+
+_REJECTED_SQL = """
+select
+    $source_file as _source_file,
+    line_number as _line_number,
+    reason,
+    raw_line,
+    $loaded_at as _rejected_at
+from checked
+where reason is not null
+order by line_number
+"""
+
+_DATES_SQL = """
+select cast(timestamp as date) as event_date, count(*) as events
+from accepted
+group by all
+order by event_date
+"""
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """The accepted and rejected rows of one landing file, as Arrow tables."""
+
+    path: str
+    accepted: pa.Table
+    rejected: pa.Table
+    events_by_date: dict[str, int]
+
+
+def _read_lines_fast(path: Path) -> pa.Table | None:
+    """Read every line of a file as one string column, or None when a line needs the slow path."""
+    awkward: list[int] = []
+
+    def note_awkward_row(row: pacsv.InvalidRow) -> str:
+        awkward.append(row.number or -1)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=["raw_line"], block_size=8 << 20),
+            parse_options=pacsv.ParseOptions(
+                delimiter=_NO_DELIMITER,
+                quote_char=False,
+                escape_char=False,
+                double_quote=False,
+                newlines_in_values=False,
+                ignore_empty_lines=False,
+                invalid_row_handler=note_awkward_row,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"raw_line": pa.string()},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if awkward:
+        return None
+    return table.append_column("line_number", pa.array(range(1, table.num_rows + 1), pa.int64()))
+
+
+def _read_lines_exact(path: Path) -> pa.Table:
+    """Slow, exact path for files with odd bytes: one Python string per line."""
+    texts = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    if texts and texts[-1] == "":
+        texts.pop()
+    return pa.table(
+        {
+            "raw_line": pa.array(texts, pa.string()),
+            "line_number": pa.array(range(1, len(texts) + 1), pa.int64()),
+        }
+    )
+
+
+def read_lines(path: Path) -> pa.Table:
+    """All lines of a landing file with their 1-based line numbers."""
+    return _read_lines_fast(path) or _read_lines_exact(path)
+
+
+def parse_file(path: Path, source_file: str, loaded_at: object) -> ParsedFile:
+    """Validate every line of one landing file against the event contract."""
+    lines = read_lines(path)
+    con = duckdb.connect()
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.register("lines", lines)
+        con.execute(_VALIDATE_SQL)
+        params = {"source_file": source_file, "loaded_at": loaded_at}
+        accepted = con.sql(_ACCEPTED_SQL, params=params).to_arrow_table()
+        rejected = con.sql(_REJECTED_SQL, params=params).to_arrow_table()
+        con.register("accepted", accepted)
+        dates = {str(day): int(n) for day, n in con.execute(_DATES_SQL).fetchall()}
+    finally:
+        con.close()
+    return ParsedFile(source_file, accepted, rejected, dates)
+
+
+def landing_files(landing_dir: Path) -> list[Path]:
+    """Closed landing files, oldest name first; files still being written end in .tmp."""
+    if not landing_dir.is_dir():
+        return []
+    return sorted(p for p in landing_dir.rglob(f"*{LANDING_SUFFIX}") if p.is_file())
