@@ -1,0 +1,44 @@
+# The front door: `make demo`, `make test`, `make dev`, `make lint`, `make bench`.
+# Every target sets itself up: it creates .venv when missing and installs the project.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SIZE ?= S
+
+.PHONY: install prepare demo test dev lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Parse the dbt project into target/manifest.json (Dagster reads it) and set up $DAGSTER_HOME.
+prepare: install
+	$(BIN)/python -c "from sluice.prepare import prepare; from sluice.settings import load_settings; prepare(load_settings())"
+
+demo: prepare
+	$(BIN)/sluice demo
+
+test: prepare
+	$(BIN)/pytest
+
+dev: prepare
+	$(BIN)/sluice dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint dbt_project
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf data/landing data/warehouse data/dlt data/dagster data/start_date dbt_project/target

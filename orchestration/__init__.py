@@ -1,0 +1,1 @@
+"""Dagster orchestration for Sluice: one Definitions object, one folder per stage of the flow."""

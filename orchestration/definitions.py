@@ -1,0 +1,86 @@
+"""The one Dagster entry point: binds assets, resources, jobs and global policies once.
+
+Settings come from ``sluice.settings`` (the environment). Every asset that opens the
+warehouse joins the pool ``duckdb_warehouse``, whose limit of 1 is set in the instance's
+``dagster.yaml``; jobs run in process because a subprocess per step costs seconds.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_dlt import DagsterDltResource
+
+from orchestration.ingest.assets import RAW_EVENTS_KEY, build_ingest_assets
+from orchestration.ingest.sensors import build_landing_sensor
+from orchestration.lib import daily_partitions
+from orchestration.transform.assets import (
+    FACT_KEY,
+    MART_KEYS,
+    build_transform_assets,
+    dbt_resource,
+)
+from orchestration.transform.automation import build_daily_schedule, build_late_events_sensor
+from orchestration.transform.checks import build_yesterday_check
+from sluice.settings import Settings, load_settings
+
+ELT_JOB = "elt"
+LOAD_JOB = "load"
+BUILD_JOB = "build"
+CHECK_JOB = "check_yesterday"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions = daily_partitions(settings)
+    transform = build_transform_assets(settings)
+    ingest = build_ingest_assets(settings, FACT_KEY)
+    yesterday_check = build_yesterday_check(MART_KEYS, partitions)
+    not_the_yesterday_check = dg.AssetSelection.checks(yesterday_check)
+
+    load_job = dg.define_asset_job(
+        LOAD_JOB,
+        selection=dg.AssetSelection.assets(ingest),
+        description="Load every landing file not loaded before into raw.",
+    )
+    build_job = dg.define_asset_job(
+        BUILD_JOB,
+        selection=dg.AssetSelection.assets(transform) - not_the_yesterday_check,
+        partitions_def=partitions,
+        description="Build facts and marts for a range of days with one dbt invocation.",
+    )
+    elt_job = dg.define_asset_job(
+        ELT_JOB,
+        selection=dg.AssetSelection.assets(ingest, transform) - not_the_yesterday_check,
+        partitions_def=partitions,
+        description="Load new landing files, then build facts and marts for a range of days.",
+    )
+    check_job = dg.define_asset_job(
+        CHECK_JOB,
+        selection=not_the_yesterday_check,
+        description="Check that yesterday's partition of every mart exists.",
+    )
+    return dg.Definitions(
+        assets=[ingest, transform],
+        asset_checks=[yesterday_check],
+        jobs=[load_job, build_job, elt_job, check_job],
+        schedules=[
+            build_daily_schedule(elt_job),
+            dg.ScheduleDefinition(
+                name="yesterday_check_schedule",
+                job=check_job,
+                cron_schedule="0 6 * * *",
+                execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+            ),
+        ],
+        sensors=[
+            build_landing_sensor(settings, load_job),
+            build_late_events_sensor(settings, RAW_EVENTS_KEY, FACT_KEY, build_job),
+        ],
+        resources={"dlt": DagsterDltResource(), "dbt": dbt_resource(settings)},
+        executor=dg.in_process_executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_settings())

@@ -1,0 +1,96 @@
+"""Helpers every stage shares: partitions, the dbt translator, asset ownership and freshness.
+
+Nothing here reads the environment; callers pass a ``Settings``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+
+from sluice.settings import Settings
+
+GROUP_INGEST = "ingest"
+GROUP_TRANSFORM = "transform"
+GROUP_MARTS = "marts"
+
+OWNER_PLATFORM = "team:data-platform"
+OWNER_ANALYTICS = "team:analytics"
+
+# dbt folders (the first path part under models/) mapped to Dagster groups.
+_GROUP_BY_DBT_FOLDER = {"staging": GROUP_TRANSFORM, "core": GROUP_TRANSFORM, "marts": GROUP_MARTS}
+
+# Raw data is loaded when files land and at least daily; marts are built each night for
+# yesterday, so both should have been refreshed within a little more than a day.
+RAW_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=26), warn_window=timedelta(hours=24)
+)
+MARTS_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron="0 3 * * *", lower_bound_delta=timedelta(hours=24), timezone="UTC"
+)
+
+
+def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    """One partition per UTC day from the configured start date up to yesterday."""
+    return dg.DailyPartitionsDefinition(
+        start_date=settings.start_date.isoformat(), timezone="UTC", end_offset=0
+    )
+
+
+def window_dates(window: dg.TimeWindow) -> tuple[dt.date, dt.date]:
+    """The first and last day (both included) of a partition time window."""
+    first = window.start.date()
+    last = (window.end - timedelta(days=1)).date()
+    return first, last
+
+
+class SluiceDbtTranslator(DagsterDbtTranslator):
+    """Keys are ``<schema>/<name>``; groups follow dbt folders; every asset has an owner."""
+
+    def __init__(self) -> None:
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        schema = dbt_resource_props.get("config", {}).get("schema") or dbt_resource_props["schema"]
+        return dg.AssetKey([schema, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn", [])
+        folder = fqn[1] if len(fqn) > 2 else ""
+        return _GROUP_BY_DBT_FOLDER.get(folder, GROUP_TRANSFORM)
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> list[str]:
+        return [OWNER_ANALYTICS]
+
+    def get_description(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        description = dbt_resource_props.get("description") or ""
+        return (
+            description or f"dbt {dbt_resource_props['resource_type']} {dbt_resource_props['name']}"
+        )
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: Any
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if spec.group_name == GROUP_MARTS:
+            spec = spec.replace_attributes(freshness_policy=MARTS_FRESHNESS)
+        return spec
+
+
+def late_days(
+    events_by_date: Mapping[str, int],
+    built_partitions: set[str] | Any,
+    today: dt.date,
+    lookback_days: int,
+) -> tuple[list[str], list[str]]:
+    """Split the already-built days a load touched into (rebuild now, too old to rebuild)."""
+    cutoff = (today - timedelta(days=lookback_days)).isoformat()
+    touched = sorted(day for day in events_by_date if day in built_partitions)
+    return [d for d in touched if d >= cutoff], [d for d in touched if d < cutoff]

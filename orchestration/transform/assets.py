@@ -1,0 +1,116 @@
+"""dbt models as Dagster assets, partitioned by UTC day.
+
+A run over any range of days is ONE ``dbt build`` with the range passed as the vars
+``start_date`` and ``end_date``; incremental models replace exactly that window. After dbt
+finishes, each fact and mart gets row counts per day of the window and marts a preview.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+import duckdb
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.lib import SluiceDbtTranslator, daily_partitions, window_dates
+from sluice.settings import DBT_PROJECT_DIR, MARTS_SCHEMA, WAREHOUSE_POOL, Settings
+
+DBT_OP_NAME = "dbt_models"
+PREVIEW_ROWS = 10
+
+
+def dbt_project(settings: Settings) -> DbtProject:
+    return DbtProject(
+        project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=settings.dbt_target
+    )
+
+
+def _relations(manifest: Mapping[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    """unique_id -> (schema, table, is partitioned by event_date) for every model."""
+    out = {}
+    for unique_id, node in manifest["nodes"].items():
+        if node["resource_type"] != "model":
+            continue
+        incremental = node["config"].get("materialized") == "incremental"
+        out[unique_id] = (node["schema"], node["alias"] or node["name"], incremental)
+    return out
+
+
+def _window_metadata(
+    settings: Settings, relations: Mapping[str, tuple[str, str, bool]], first: str, last: str
+) -> dict[str, dict[str, Any]]:
+    """Rows per day of the window (and a preview for marts), read after dbt has closed the file."""
+    metadata: dict[str, dict[str, Any]] = {}
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        for unique_id, (schema, table, incremental) in relations.items():
+            if not incremental:
+                continue
+            rows = con.execute(
+                f'select cast(event_date as varchar), count(*) from "{schema}"."{table}" '
+                "where event_date between ? and ? group by all order by 1",
+                [first, last],
+            ).fetchall()
+            counts = {day: int(n) for day, n in rows}
+            entry: dict[str, Any] = {
+                "rows_in_window": sum(counts.values()),
+                "rows_per_partition": dg.MetadataValue.json(counts),
+            }
+            if len(counts) == 1:
+                entry["partition_row_count"] = next(iter(counts.values()))
+            if schema == MARTS_SCHEMA:
+                preview = con.execute(
+                    f'select * from "{schema}"."{table}" where event_date between ? and ? '
+                    f"order by event_date desc limit {PREVIEW_ROWS}",
+                    [first, last],
+                ).df()
+                entry["preview"] = dg.MetadataValue.md(preview.to_markdown(index=False))
+            metadata[unique_id] = entry
+    return metadata
+
+
+def build_transform_assets(settings: Settings) -> dg.AssetsDefinition:
+    project = dbt_project(settings)
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        name=DBT_OP_NAME,
+        dagster_dbt_translator=SluiceDbtTranslator(),
+        partitions_def=daily_partitions(settings),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+    )
+    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+        first, last = (d.isoformat() for d in window_dates(context.partition_time_window))
+        # dbt runs as a child process; its profile finds the warehouse through this variable.
+        os.environ.update(settings.subprocess_env())
+        dbt_vars = json.dumps({"start_date": first, "end_date": last})
+        invocation = dbt.cli(["build", "--vars", dbt_vars], context=context)
+        # Buffer the events: the metadata below needs dbt to have released the warehouse.
+        events = list(invocation.stream())
+        relations = _relations(invocation.manifest)
+        extra = _window_metadata(settings, relations, first, last)
+        for event in events:
+            unique_id = _unique_id(event)
+            if isinstance(event, dg.Output) and unique_id in extra:
+                event = event.with_metadata({**event.metadata, **extra[unique_id]})
+            yield event
+
+    return dbt_models
+
+
+def _unique_id(event: Any) -> str | None:
+    value = getattr(event, "metadata", {}).get("unique_id")
+    return getattr(value, "text", value)
+
+
+def dbt_resource(settings: Settings) -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project(settings), target=settings.dbt_target)
+
+
+FACT_KEY = dg.AssetKey(["core", "fct_events"])
+MART_KEYS = (dg.AssetKey([MARTS_SCHEMA, "dau"]), dg.AssetKey([MARTS_SCHEMA, "revenue_daily"]))

@@ -1,0 +1,206 @@
+"""The ``sluice`` command line: generate, load, materialize, demo, status, dev.
+
+Runs go through the Dagster instance in the data directory, so the UI shows them. Errors a
+user can cause print one line and exit non-zero. Settings come from ``sluice.settings``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sluice.settings import Settings, SettingsError, load_settings, parse_date, record_start_date
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEMO_DAYS = 30
+DEMO_USERS = 2000
+DEMO_SEED = 42
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _date(_ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return parse_date(value, f"--{param.name}")
+    except SettingsError as error:
+        raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD") from error
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Sluice: product events in, DAU and revenue out."""
+
+
+@main.command()
+@click.option("--start", required=True, callback=_date, help="First day, YYYY-MM-DD.")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3660))
+@click.option("--users", default=2000, show_default=True, type=click.IntRange(1, 100_000_000))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Default: landing.")
+def generate(start: dt.date, days: int, users: int, seed: int, out: Path | None) -> None:
+    """Write synthetic product events as JSON-lines files, one per day."""
+    from ingestion.generator import generate as write_events
+
+    settings = _settings()
+    target = out or settings.landing_dir
+    with console.status(f"generating {days} days for {users} users"):
+        result = write_events(target, start, days, users, seed)
+    if out is None:
+        record_start_date(settings, start)
+    console.print(
+        f"wrote {result.lines:,} lines ({result.events:,} events, {result.duplicates:,} "
+        f"duplicates, {result.late:,} late, {result.malformed:,} malformed) "
+        f"in {len(result.files)} files to {target}"
+    )
+
+
+def _report_run(outcome, what: str) -> None:  # type: ignore[no-untyped-def]
+    if not outcome.success:
+        _fail(f"{what} failed (run {outcome.run_id}): {outcome.message}")
+    console.print(f"{what} succeeded (run {outcome.run_id})")
+
+
+@main.command()
+def load() -> None:
+    """Load every landing file not loaded before into the raw schema."""
+    from sluice.runs import run_job
+
+    settings = _settings()
+    if not settings.landing_dir.is_dir():
+        _fail(f"no landing folder at {settings.landing_dir}; run `sluice generate` first")
+    with console.status("loading landing files"):
+        outcome = run_job(settings, "load")
+    _report_run(outcome, "load")
+
+
+@main.command()
+@click.option("--start", required=True, callback=_date, help="First day, YYYY-MM-DD.")
+@click.option("--end", required=True, callback=_date, help="Last day (included), YYYY-MM-DD.")
+def materialize(start: dt.date, end: dt.date) -> None:
+    """Load, then build facts and marts for START..END as one run (one dbt invocation)."""
+    from sluice.runs import materialize_range
+
+    settings = _settings()
+    try:
+        with console.status(f"loading and building {start} .. {end}"):
+            outcome = materialize_range(settings, start, end)
+    except ValueError as error:
+        _fail(str(error))
+    _report_run(outcome, f"materialize {start} .. {end}")
+
+
+@main.command()
+def demo() -> None:
+    """Generate 30 days for ~2,000 users, load, build, and print DAU and revenue by day."""
+    from ingestion.generator import generate as write_events
+    from sluice.runs import materialize_range, run_job
+
+    settings = _settings()
+    last = dt.date.today() - dt.timedelta(days=1)
+    first = last - dt.timedelta(days=DEMO_DAYS - 1)
+    if "SLUICE_START_DATE" not in os.environ:
+        record_start_date(settings, first)
+        settings = _settings()
+    if settings.start_date > first:
+        _fail(f"SLUICE_START_DATE={settings.start_date} is after the demo's first day {first}")
+    with console.status("[1/4] generating events") as status:
+        result = write_events(settings.landing_dir, first, DEMO_DAYS, DEMO_USERS, DEMO_SEED)
+        console.print(f"[1/4] generated {result.lines:,} lines for {first} .. {last}")
+        status.update("[2/4] loading and building facts and marts (one Dagster run)")
+        outcome = materialize_range(settings, first, last)
+        _report_run(outcome, "[2/4] load and build")
+        status.update("[3/4] checking yesterday's partitions")
+        checked = run_job(settings, "check_yesterday")
+        _report_run(checked, "[3/4] check")
+    console.print("[4/4] DAU and revenue by day")
+    print_daily_table(settings, first, last)
+    console.print(
+        f"\nWarehouse: {settings.warehouse_path}\nOpen the Dagster UI with `make dev` "
+        f"(http://127.0.0.1:{settings.dagster_port})."
+    )
+
+
+def print_daily_table(settings: Settings, first: dt.date, last: dt.date) -> None:
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        rows = con.execute(
+            """
+            select dau.event_date, dau.active_users, revenue.orders, revenue.paying_users,
+                   revenue.revenue_usd
+            from marts.dau as dau
+            left join marts.revenue_daily as revenue using (event_date)
+            where dau.event_date between ? and ?
+            order by dau.event_date
+            """,
+            [first, last],
+        ).fetchall()
+    table = Table(title=f"Sluice: {first} .. {last}")
+    for name in ("day", "active users", "orders", "paying users", "revenue (USD)"):
+        table.add_column(name, justify="right")
+    for day, dau, orders, payers, revenue in rows:
+        table.add_row(
+            day.isoformat(),
+            f"{dau:,}",
+            f"{orders or 0:,}",
+            f"{payers or 0:,}",
+            f"{revenue or 0:,.2f}",
+        )
+    console.print(table)
+
+
+@main.command()
+def status() -> None:
+    """Partitions materialized / missing / failed per asset, the last run, and freshness."""
+    from sluice.status import collect_status
+
+    settings = _settings()
+    report = collect_status(settings)
+    table = Table(title=f"Sluice assets ({settings.data_dir})")
+    for name in ("asset", "materialized", "missing", "failed", "last materialized", "freshness"):
+        table.add_column(name)
+    for row in report.assets:
+        table.add_row(
+            row.key,
+            row.materialized,
+            row.missing,
+            row.failed,
+            row.last_materialized,
+            row.freshness,
+        )
+    console.print(table)
+    console.print(f"last run: {report.last_run}")
+
+
+@main.command()
+def dev() -> None:
+    """Start the Dagster UI and daemon on this data directory's instance."""
+    from sluice.prepare import prepare
+    from sluice.settings import REPO_DIR
+
+    settings = _settings()
+    prepare(settings)
+    dagster = Path(sys.executable).with_name("dagster")
+    args = [str(dagster), "dev", "-w", str(REPO_DIR / "workspace.yaml")]
+    args += ["-h", "127.0.0.1", "-p", str(settings.dagster_port)]
+    os.chdir(REPO_DIR)
+    os.execve(str(dagster), args, {**os.environ, **settings.subprocess_env()})
