@@ -64,11 +64,16 @@ class LoadReport:
 @dlt.source(name="landing", max_table_nesting=0)
 def landing_source(landing_dir: str, report: Any = None) -> Any:
     """Landing files under ``landing_dir``; ``report`` (a LoadReport) collects counts."""
-    return events(landing_dir, report if report is not None else LoadReport())
+    files = landing_file_contents(landing_dir, report if report is not None else LoadReport())
+    return (
+        files | events,
+        files | rejected_events,
+    )
 
 
-@dlt.resource(name=EVENTS_TABLE, write_disposition="append")
-def events(landing_dir: str, report: LoadReport) -> Iterator[Any]:
+@dlt.resource(name="landing_files", selected=False)
+def landing_file_contents(landing_dir: str, report: LoadReport) -> Iterator[ParsedFile]:
+    """Each landing file not loaded before, parsed once and shared by both tables."""
     root = Path(landing_dir)
     loaded: dict[str, Any] = dlt.current.resource_state().setdefault("loaded_files", {})
     loaded_at = dt.datetime.now(dt.UTC)
@@ -78,21 +83,24 @@ def events(landing_dir: str, report: LoadReport) -> Iterator[Any]:
             report.skipped_files += 1
             continue
         parsed = parse_file(path, name, loaded_at)
-        if parsed.accepted.num_rows:
-            yield dlt.mark.with_hints(
-                parsed.accepted,
-                dlt.mark.make_hints(table_name=EVENTS_TABLE, columns=EVENT_COLUMNS),
-                create_table_variant=True,
-            )
-        if parsed.rejected.num_rows:
-            yield dlt.mark.with_hints(
-                parsed.rejected,
-                dlt.mark.make_hints(table_name=REJECTED_TABLE, columns=REJECTED_COLUMNS),
-                create_table_variant=True,
-            )
         loaded[name] = {
             "loaded_at": loaded_at.isoformat(),
             "rows": parsed.accepted.num_rows,
             "rejected": parsed.rejected.num_rows,
         }
         report.add(parsed)
+        yield parsed
+
+
+@dlt.transformer(name=EVENTS_TABLE, write_disposition="append", columns=EVENT_COLUMNS)
+def events(parsed: ParsedFile) -> Iterator[Any]:
+    """Messages that meet the event contract."""
+    if parsed.accepted.num_rows:
+        yield parsed.accepted
+
+
+@dlt.transformer(name=REJECTED_TABLE, write_disposition="append", columns=REJECTED_COLUMNS)
+def rejected_events(parsed: ParsedFile) -> Iterator[Any]:
+    """Lines that break the event contract, with file, line number and reason."""
+    if parsed.rejected.num_rows:
+        yield parsed.rejected

@@ -11,6 +11,9 @@ from datetime import timedelta
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
 from sluice.settings import Settings
@@ -94,3 +97,7 @@ def late_days(
     cutoff = (today - timedelta(days=lookback_days)).isoformat()
     touched = sorted(day for day in events_by_date if day in built_partitions)
     return [d for d in touched if d >= cutoff], [d for d in touched if d < cutoff]
+
+
+# What `dg.define_asset_job` returns; dagster does not export the class at the top level.
+AssetJob = UnresolvedAssetJobDefinition

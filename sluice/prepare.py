@@ -8,12 +8,10 @@ the dbt project's files. Reads the settings it is given and nothing else.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from sluice.settings import DAGSTER_YAML_TEMPLATE, DBT_PROJECT_DIR, Settings
+from sluice.settings import DAGSTER_YAML_TEMPLATE, DBT_PROJECT_DIR, Settings, dbt_executable
 
 MANIFEST_PATH = DBT_PROJECT_DIR / "target" / "manifest.json"
 _DBT_INPUTS = ("models", "macros", "seeds", "tests", "dbt_project.yml", "profiles.yml")
@@ -46,8 +44,7 @@ def prepare_dbt_manifest(settings: Settings, force: bool = False) -> Path:
         and MANIFEST_PATH.stat().st_mtime >= _newest_dbt_input()
     ):
         return MANIFEST_PATH
-    dbt = Path(sys.executable).with_name("dbt")
-    command = [str(dbt if dbt.exists() else shutil.which("dbt") or "dbt"), "parse", "--quiet"]
+    command = [dbt_executable(), "parse", "--quiet"]
     command += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     command += ["--target", settings.dbt_target]
     subprocess.run(

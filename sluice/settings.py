@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,13 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_DIR / "dbt_project"
 DAGSTER_YAML_TEMPLATE = REPO_DIR / "orchestration" / "dagster.yaml"
 SAMPLE_DIR = REPO_DIR / "data" / "sample"
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python (the project's venv), else the one on PATH."""
+    beside = Path(sys.executable).with_name("dbt")
+    return str(beside) if beside.exists() else shutil.which("dbt") or "dbt"
+
 
 # Table names shared by the loader, the dbt sources and the orchestration.
 RAW_SCHEMA = "raw"

@@ -1,7 +1,5 @@
 """The dlt load of landing files into ``raw.events`` (and ``raw.rejected_events``)."""
 
-from __future__ import annotations
-
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any
@@ -13,10 +11,28 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from ingestion.landing_source import LoadReport, landing_source
 from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline
 from orchestration.lib import GROUP_INGEST, OWNER_PLATFORM, RAW_FRESHNESS, late_days
-from sluice.settings import RAW_SCHEMA, WAREHOUSE_POOL, Settings
+from sluice.settings import (
+    RAW_EVENTS_TABLE,
+    RAW_REJECTED_TABLE,
+    RAW_SCHEMA,
+    WAREHOUSE_POOL,
+    Settings,
+)
 
-RAW_EVENTS_KEY = dg.AssetKey([RAW_SCHEMA, "events"])
+RAW_EVENTS_KEY = dg.AssetKey([RAW_SCHEMA, RAW_EVENTS_TABLE])
 LOAD_OP_NAME = "load_landing_files"
+
+
+_DESCRIPTIONS = {
+    RAW_EVENTS_TABLE: (
+        "Segment-spec messages from the landing files, one row per accepted line "
+        "(duplicate deliveries kept; dbt counts each messageId once)."
+    ),
+    RAW_REJECTED_TABLE: (
+        "Landing-file lines that break the event contract: file, line number, reason and "
+        "the raw text, so nothing is lost silently."
+    ),
+}
 
 
 class RawTranslator(DagsterDltTranslator):
@@ -27,11 +43,7 @@ class RawTranslator(DagsterDltTranslator):
             deps=[],
             group_name=GROUP_INGEST,
             owners=[OWNER_PLATFORM],
-            description=(
-                "Segment-spec messages from the landing files, one row per accepted line "
-                "(duplicates kept; dbt removes them). Lines that break the event contract go "
-                "to raw.rejected_events with file, line number and reason."
-            ),
+            description=_DESCRIPTIONS.get(data.resource.name, spec.description),
             freshness_policy=RAW_FRESHNESS,
         )
 
@@ -50,6 +62,10 @@ def build_ingest_assets(settings: Settings, transformed_key: dg.AssetKey) -> dg.
     def load_landing_files(
         context: dg.AssetExecutionContext, dlt: DagsterDltResource
     ) -> Iterator[Any]:
+        if context.is_subset:
+            # Both tables come from one pass over each file, and the file is then marked
+            # loaded: loading one table alone would lose the other's rows.
+            raise dg.Failure("raw/events and raw/rejected_events load together; select both assets")
         report = LoadReport()
         results = dlt.run(
             context=context,

@@ -1,10 +1,9 @@
 """Start a load when closed landing files appear."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from ingestion.landing import landing_files
+from orchestration.lib import AssetJob
 from sluice.settings import Settings
 
 
@@ -15,7 +14,7 @@ def landing_fingerprint(settings: Settings) -> str:
     return f"{newest}:{len(files)}"
 
 
-def build_landing_sensor(settings: Settings, load_job: dg.UnresolvedAssetJobDefinition):
+def build_landing_sensor(settings: Settings, load_job: AssetJob):
     @dg.sensor(
         name="landing_files_sensor",
         job=load_job,

@@ -5,8 +5,6 @@ A run over any range of days is ONE ``dbt build`` with the range passed as the v
 finishes, each fact and mart gets row counts per day of the window and marts a preview.
 """
 
-from __future__ import annotations
-
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -17,7 +15,13 @@ import duckdb
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from orchestration.lib import SluiceDbtTranslator, daily_partitions, window_dates
-from sluice.settings import DBT_PROJECT_DIR, MARTS_SCHEMA, WAREHOUSE_POOL, Settings
+from sluice.settings import (
+    DBT_PROJECT_DIR,
+    MARTS_SCHEMA,
+    WAREHOUSE_POOL,
+    Settings,
+    dbt_executable,
+)
 
 DBT_OP_NAME = "dbt_models"
 PREVIEW_ROWS = 10
@@ -109,7 +113,11 @@ def _unique_id(event: Any) -> str | None:
 
 
 def dbt_resource(settings: Settings) -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project(settings), target=settings.dbt_target)
+    return DbtCliResource(
+        project_dir=dbt_project(settings),
+        target=settings.dbt_target,
+        dbt_executable=dbt_executable(),
+    )
 
 
 FACT_KEY = dg.AssetKey(["core", "fct_events"])

@@ -1,13 +1,11 @@
 """When the transform stage runs: nightly for yesterday, and for days that late events touch."""
 
-from __future__ import annotations
-
 import datetime as dt
 import json
 
 import dagster as dg
 
-from orchestration.lib import late_days
+from orchestration.lib import AssetJob, late_days
 from sluice.settings import Settings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -19,7 +17,7 @@ def range_tags(first: str, last: str) -> dict[str, str]:
     return {RANGE_START_TAG: first, RANGE_END_TAG: last}
 
 
-def build_daily_schedule(elt_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_daily_schedule(elt_job: AssetJob) -> dg.ScheduleDefinition:
     return dg.build_schedule_from_partitioned_job(
         elt_job,
         name="daily_elt_schedule",
@@ -47,7 +45,7 @@ def build_late_events_sensor(
     settings: Settings,
     raw_key: dg.AssetKey,
     fact_key: dg.AssetKey,
-    build_job: dg.UnresolvedAssetJobDefinition,
+    build_job: AssetJob,
 ) -> dg.SensorDefinition:
     @dg.asset_sensor(
         name="late_events_sensor",

@@ -1,8 +1,6 @@
 """Partition-aware freshness: freshness policies look at the last materialization only, so
 this check asks whether yesterday's partition of each mart exists."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import dagster as dg
