@@ -1,0 +1,196 @@
+"""End to end through Dagster: landing files -> raw -> facts -> marts, on real parts.
+
+One data directory is built once for the module (generate, then one single-run backfill
+through the Dagster instance); the tests then check what a user would see.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import dagster as dg
+import duckdb
+import pytest
+
+from ingestion.generator import generate
+from orchestration.definitions import build_definitions
+from sluice.runs import materialize_range, run_job
+from sluice.settings import Settings, load_settings
+from tests.orchestration.independent import daily_metrics
+
+pytestmark = pytest.mark.slow
+
+DAYS = 8
+LAST = dt.date.today() - dt.timedelta(days=1)
+FIRST = LAST - dt.timedelta(days=DAYS - 1)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    data_dir = tmp_path_factory.mktemp("pipeline") / "data"
+    env = {"SLUICE_DATA_DIR": str(data_dir), "SLUICE_START_DATE": FIRST.isoformat()}
+    settings = load_settings(env)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {**env, **settings.subprocess_env()}.items():
+            patch.setenv(key, value)
+        generate(settings.landing_dir, FIRST, DAYS, 250, seed=11)
+        outcome = materialize_range(settings, FIRST, LAST)
+        assert outcome.success, outcome.message
+        yield settings
+
+
+def marts(settings: Settings) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return {
+            "dau": con.execute("select * from marts.dau order by all").fetchall(),
+            "revenue_daily": con.execute(
+                "select event_date, round(revenue_usd, 6), orders, paying_users "
+                "from marts.revenue_daily order by all"
+            ).fetchall(),
+        }
+
+
+def digest(settings: Settings) -> str:
+    return hashlib.sha256(repr(marts(settings)).encode()).hexdigest()
+
+
+def instance(settings: Settings) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(settings.dagster_home))
+
+
+def test_marts_equal_an_independent_computation_from_the_landing_files(built: Settings) -> None:
+    expected_dau, expected_money = daily_metrics(built.landing_dir)
+    got = marts(built)
+    dau = {day.isoformat(): users for day, users in got["dau"]}
+    assert dau == {d: n for d, n in expected_dau.items() if FIRST.isoformat() <= d <= str(LAST)}
+    assert len(dau) == DAYS
+    for day, revenue, orders, payers in got["revenue_daily"]:
+        want_revenue, want_orders, want_payers = expected_money[day.isoformat()]
+        assert (orders, payers) == (want_orders, want_payers), day
+        assert revenue == pytest.approx(want_revenue, rel=1e-9, abs=1e-6), day
+    assert sum(orders for _, _, orders, _ in got["revenue_daily"]) > 0
+
+
+def test_the_range_was_one_run_with_one_dbt_invocation(built: Settings) -> None:
+    with instance(built) as inst:
+        runs = inst.get_runs(filters=dg.RunsFilter(job_name="elt"))
+        assert len(runs) == 1
+        records = inst.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["marts", "dau"])), limit=100
+        ).records
+        partitions = {r.partition_key for r in records}
+        invocations = {
+            r.asset_materialization.metadata["invocation_id"].value
+            for r in records
+            if r.asset_materialization is not None
+        }
+    assert partitions == {(FIRST + dt.timedelta(d)).isoformat() for d in range(DAYS)}
+    assert len(invocations) == 1
+
+
+def test_rerunning_a_partition_or_the_range_leaves_the_marts_identical(built: Settings) -> None:
+    before = digest(built)
+    middle = (FIRST + dt.timedelta(days=3)).isoformat()
+    assert run_job(built, "build", {"dagster/partition": middle}).success
+    assert digest(built) == before
+    assert materialize_range(built, FIRST, LAST, job_name="build").success
+    assert digest(built) == before
+
+
+def test_a_late_event_rebuilds_its_day_and_nothing_else(built: Settings) -> None:
+    late_day = LAST - dt.timedelta(days=2)
+    before = marts(built)
+    late = {
+        "type": "track",
+        "messageId": "late-order-1",
+        "userId": "user-arriving-late",
+        "event": "Order Completed",
+        "timestamp": f"{late_day.isoformat()}T23:59:00+01:00",  # 22:59 UTC on late_day
+        "properties": {"revenue": 100, "currency": "USD"},
+    }
+    (built.landing_dir / "late-delivery.jsonl").write_text(json.dumps(late) + "\n")
+    assert run_job(built, "load").success
+
+    defs = build_definitions(built)
+    sensor = defs.resolve_sensor_def("late_events_sensor")
+    with instance(built) as inst:
+        context = dg.build_sensor_context(instance=inst, definitions=defs)
+        result = sensor.evaluate_tick(context)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.tags["dagster/asset_partition_range_start"] == late_day.isoformat()
+    assert request.tags["dagster/asset_partition_range_end"] == late_day.isoformat()
+    assert run_job(built, "build", request.tags).success
+
+    after = marts(built)
+    changed_dau = [a for a, b in zip(after["dau"], before["dau"], strict=True) if a != b]
+    assert changed_dau == [(late_day, dict(before["dau"])[late_day] + 1)]
+    changed_revenue = [
+        a for a, b in zip(after["revenue_daily"], before["revenue_daily"], strict=True) if a != b
+    ]
+    assert [row[0] for row in changed_revenue] == [late_day]
+    old = next(row for row in before["revenue_daily"] if row[0] == late_day)
+    assert changed_revenue[0][2] == old[2] + 1
+    assert changed_revenue[0][1] == pytest.approx(old[1] + 100)
+
+
+def test_a_schedule_run_and_a_backfill_launched_together_both_succeed(built: Settings) -> None:
+    code = (
+        "import sys, datetime as dt\n"
+        "from sluice.settings import load_settings\n"
+        "from sluice.runs import run_job, materialize_range\n"
+        "s = load_settings()\n"
+        "if sys.argv[1] == 'schedule':\n"
+        "    o = run_job(s, 'elt', {'dagster/partition': sys.argv[2]})\n"
+        "else:\n"
+        "    o = materialize_range(s, dt.date.fromisoformat(sys.argv[2]),"
+        " dt.date.fromisoformat(sys.argv[3]))\n"
+        "print(o.message)\n"
+        "sys.exit(0 if o.success else 1)\n"
+    )
+    schedule = subprocess.Popen(
+        [sys.executable, "-c", code, "schedule", LAST.isoformat()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    backfill = subprocess.Popen(
+        [sys.executable, "-c", code, "backfill", FIRST.isoformat(), LAST.isoformat()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    outputs = [p.communicate(timeout=300)[0] for p in (schedule, backfill)]
+    assert schedule.returncode == 0, outputs[0][-3000:]
+    assert backfill.returncode == 0, outputs[1][-3000:]
+
+
+def test_load_metadata_reports_loaded_and_rejected_counts(built: Settings) -> None:
+    with instance(built) as inst:
+        records = inst.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["raw", "rejected_events"])), limit=100
+        ).records
+    reported = [
+        r.asset_materialization.metadata for r in records if r.asset_materialization is not None
+    ]
+    with duckdb.connect(str(built.warehouse_path), read_only=True) as con:
+        loaded = con.execute("select count(*) from raw.events").fetchone()[0]
+        rejected = con.execute("select count(*) from raw.rejected_events").fetchone()[0]
+    assert rejected > 0
+    assert sum(m["rejected_rows"].value for m in reported) == rejected
+    assert sum(m["loaded_rows"].value for m in reported) == loaded
+
+
+def test_mart_materializations_carry_rows_per_partition_and_a_preview(built: Settings) -> None:
+    with instance(built) as inst:
+        event = inst.get_latest_materialization_event(dg.AssetKey(["marts", "dau"]))
+    assert event is not None and event.asset_materialization is not None
+    metadata = event.asset_materialization.metadata
+    per_day = metadata["rows_per_partition"].value
+    assert all(count == 1 for count in per_day.values())
+    assert "active_users" in metadata["preview"].value

@@ -1,0 +1,106 @@
+"""The sluice command line as a user meets it: real processes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from sluice.settings import Settings
+
+SLUICE = str(Path(sys.executable).with_name("sluice"))
+
+
+def sluice(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SLUICE, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {}), "COLUMNS": "120"},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["generate", "--start", "2026-02-30"], "'2026-02-30' is not a date"),
+        (["materialize", "--start", "yesterday", "--end", "2026-01-01"], "is not a date"),
+        (["materialize", "--start", "2026-01-05", "--end", "2026-01-01"], "is before"),
+    ],
+)
+def test_bad_dates_give_one_clear_line(make_settings, args: list[str], needle: str) -> None:
+    make_settings(dt.date(2026, 1, 1))
+    assert_one_line_error(sluice(*args), needle)
+
+
+def test_bad_setting_names_the_setting(make_settings) -> None:
+    make_settings(dt.date(2026, 1, 1))
+    result = sluice("status", env={"SLUICE_START_DATE": "soon"})
+    assert_one_line_error(result, "SLUICE_START_DATE='soon' is not a date")
+
+
+def test_load_without_landing_folder_says_what_to_do(make_settings) -> None:
+    settings: Settings = make_settings(dt.date(2026, 1, 1))
+    assert_one_line_error(sluice("load"), str(settings.landing_dir), "sluice generate")
+
+
+def test_a_locked_warehouse_is_reported_in_one_line(make_settings) -> None:
+    today = dt.date.today()
+    settings: Settings = make_settings(today - dt.timedelta(days=5))
+    assert (
+        sluice(
+            "generate", "--start", str(today - dt.timedelta(days=2)), "--days", "1", "--users", "20"
+        ).returncode
+        == 0
+    )
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ok', flush=True); "
+            "time.sleep(120)",
+            str(settings.warehouse_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        assert_one_line_error(sluice("load"), "is open in another process")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sluice("load").returncode == 0
+
+
+def test_generate_load_and_status(make_settings) -> None:
+    today = dt.date.today()
+    settings: Settings = make_settings(today - dt.timedelta(days=3))
+    start = today - dt.timedelta(days=3)
+    generated = sluice(
+        "generate", "--start", str(start), "--days", "2", "--users", "50", "--seed", "3"
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert "in 2 files" in generated.stdout
+    loaded = sluice("load")
+    assert loaded.returncode == 0, loaded.stderr
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        assert con.execute("select count(*) from raw.events").fetchone()[0] > 0
+    status = sluice("status")
+    assert status.returncode == 0, status.stderr
+    assert "raw/events" in status.stdout and "marts/dau" in status.stdout
+    assert "load SUCCESS" in status.stdout
