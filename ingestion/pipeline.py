@@ -7,6 +7,8 @@ Dagster pool that every warehouse writer joins.
 
 from __future__ import annotations
 
+import logging
+
 import dlt
 
 from sluice.settings import RAW_SCHEMA, Settings
@@ -15,7 +17,17 @@ PIPELINE_NAME = "sluice_landing"
 LOADER_FILE_FORMAT = "parquet"
 
 
+class _JsonHintNotice(logging.Filter):
+    """Drop dlt's notice that Arrow strings meet a JSON column hint: that is intended here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "when merging arrow schema with dlt schema" not in record.getMessage()
+
+
 def make_pipeline(settings: Settings) -> dlt.Pipeline:
+    logger = logging.getLogger("dlt")
+    if not any(isinstance(f, _JsonHintNotice) for f in logger.filters):
+        logger.addFilter(_JsonHintNotice())
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from sluice.settings import Settings, SettingsError, load_settings, parse_date, record_start_date
 
-console = Console()
-err_console = Console(stderr=True)
+# Bound to the terminal now: runs send dbt's own console output to the run log.
+console = Console(file=sys.stdout)
 
 DEMO_DAYS = 30
 DEMO_USERS = 2000

@@ -3,6 +3,7 @@ so every run a command starts shows in the UI (``make dev``) like any other run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,10 +62,13 @@ def run_job(
     job = defs.resolve_job_def(job_name)
     own_instance = instance is None
     instance = instance or dg.DagsterInstance.from_config(str(settings.dagster_home))
+    settings.run_log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        result = job.execute_in_process(
-            instance=instance, tags=dict(tags or {}), run_config=_QUIET, raise_on_error=False
-        )
+        # dbt's console output goes to the run log, not the terminal of whoever started it.
+        with settings.run_log_path.open("a") as log, contextlib.redirect_stdout(log):
+            result = job.execute_in_process(
+                instance=instance, tags=dict(tags or {}), run_config=_QUIET, raise_on_error=False
+            )
     finally:
         if own_instance:
             instance.dispose()

@@ -75,6 +75,11 @@ class Settings:
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster"
 
+    @property
+    def run_log_path(self) -> Path:
+        """Where runs started by the CLI write dbt's and dlt's console output."""
+        return self.data_dir / "logs" / "runs.log"
+
     def subprocess_env(self) -> dict[str, str]:
         """Variables that dbt and Dagster child processes need to find this data directory."""
         return {
