@@ -19,6 +19,8 @@ MESSAGE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 ACTIVE_TYPES = ("track", "page", "screen")
 MAX_MESSAGE_ID_LENGTH = 100
 LANDING_SUFFIX = ".jsonl"
+SOURCES_FOLDER = "sources"
+FILES_SOURCE = "files"
 
 # Neither byte can appear unescaped inside a JSON text, so no valid line is ever split by it.
 _NO_DELIMITER = "\x1f"
@@ -102,6 +104,7 @@ select
     cast(doc -> '$.properties' as varchar) as properties,
     cast(doc -> '$.traits' as varchar) as traits,
     cast(doc -> '$.context' as varchar) as context,
+    $source as _source,
     $source_file as _source_file,
     line_number as _line_number,
     $loaded_at as _loaded_at
@@ -112,6 +115,7 @@ order by line_number
 
 _REJECTED_SQL = """
 select
+    $source as _source,
     $source_file as _source_file,
     line_number as _line_number,
     reason,
@@ -192,6 +196,18 @@ def read_lines(path: Path) -> pa.Table:
     return _read_lines_fast(path) or _read_lines_exact(path)
 
 
+def source_of(source_file: str) -> str:
+    """The source a landing file belongs to: ``sources/<name>/...`` is ``name``, else ``files``.
+
+    Writers that know their sender (the ingest API knows each write key's source) put files
+    under ``sources/<name>/``; batch drops anywhere else are the ``files`` source.
+    """
+    parts = source_file.split("/")
+    if len(parts) >= 3 and parts[0] == SOURCES_FOLDER and parts[1]:
+        return parts[1]
+    return FILES_SOURCE
+
+
 def parse_file(path: Path, source_file: str, loaded_at: object) -> ParsedFile:
     """Validate every line of one landing file against the event contract."""
     lines = read_lines(path)
@@ -200,7 +216,11 @@ def parse_file(path: Path, source_file: str, loaded_at: object) -> ParsedFile:
         con.execute("set TimeZone = 'UTC'")
         con.register("lines", lines)
         con.execute(_VALIDATE_SQL)
-        params = {"source_file": source_file, "loaded_at": loaded_at}
+        params = {
+            "source": source_of(source_file),
+            "source_file": source_file,
+            "loaded_at": loaded_at,
+        }
         accepted = con.sql(_ACCEPTED_SQL, params=params).to_arrow_table()
         rejected = con.sql(_REJECTED_SQL, params=params).to_arrow_table()
         con.register("accepted", accepted)

@@ -61,10 +61,13 @@ def test_each_file_loads_exactly_once(make_settings) -> None:
     assert (again.loaded_rows, again.skipped_files) == (0, 1)
     assert query(settings, "select count(*) from raw.events") == [(3,)]
 
-    write_lines(settings.landing_dir / "sub" / "b.jsonl", [json.dumps(GOOD[0])])
+    write_lines(settings.landing_dir / "sources" / "web" / "b.jsonl", [json.dumps(GOOD[0])])
     third = load(settings)
-    assert third.files == ["sub/b.jsonl"]
-    assert query(settings, "select count(*) from raw.events") == [(4,)]
+    assert third.files == ["sources/web/b.jsonl"]
+    assert query(settings, "select _source, count(*) from raw.events group by 1 order by 1") == [
+        ("files", 3),
+        ("web", 1),
+    ]
 
 
 def test_offsets_are_kept_and_json_columns_stay_json(make_settings) -> None:
