@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from sluice.settings import DBT_PROJECT_DIR
+from sluice.settings import DBT_PROJECT_DIR, dbt_executable
 
 from .raw_events import create_raw_warehouse
 
@@ -39,14 +38,6 @@ class DbtResult:
 DbtRunner = Callable[..., DbtResult]
 
 
-def _dbt_executable() -> str:
-    beside_python = Path(sys.executable).with_name("dbt")
-    found = str(beside_python) if beside_python.exists() else shutil.which("dbt")
-    if found is None:
-        raise RuntimeError("dbt is not installed in this environment: pip install -e '.[dev]'")
-    return found
-
-
 def make_dbt_runner(warehouse: Path, work_dir: Path) -> DbtRunner:
     """A function that runs one dbt command on `warehouse`, keeping its files in `work_dir`."""
 
@@ -59,7 +50,7 @@ def make_dbt_runner(warehouse: Path, work_dir: Path) -> DbtRunner:
         }
         completed = subprocess.run(
             [
-                _dbt_executable(),
+                dbt_executable(),
                 *args,
                 "--project-dir",
                 str(DBT_PROJECT_DIR),

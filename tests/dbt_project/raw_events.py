@@ -102,7 +102,7 @@ class RawEvent:
 
 
 def _file(day: str, messages: Sequence[dict[str, Any]]) -> list[RawEvent]:
-    """The messages of one daily landing file, loaded at 01:00 UTC the next morning."""
+    """The messages of the landing file named after `day`, loaded at 01:00 UTC that day."""
     loaded_at = f"{day} 01:00:00+00:00"
     return [
         RawEvent(source_file=f"landing/{day}.jsonl", line_number=line, loaded_at=loaded_at, **m)

@@ -1,0 +1,75 @@
+{#-
+    The window of daily partitions that a run rebuilds, read from the vars start_date and
+    end_date (inclusive UTC dates, 'YYYY-MM-DD'). A bound that is not given is open, so a plain
+    `dbt build` rebuilds the whole history.
+-#}
+{% macro partition_window() %}
+    {%- set bounds = {} -%}
+    {%- for name in ['start_date', 'end_date'] -%}
+        {%- set value = var(name, none) -%}
+        {%- set text = '' if value is none else (value | string | trim) -%}
+        {%- if text == '' -%}
+            {%- do bounds.update({name: none}) -%}
+        {%- elif modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', text) -%}
+            {%- do bounds.update({name: modules.datetime.date.fromisoformat(text)}) -%}
+        {%- else -%}
+            {{ exceptions.raise_compiler_error(
+                "var " ~ name ~ "=" ~ text ~ " is not a date: pass YYYY-MM-DD, e.g. --vars "
+                ~ "'{\"start_date\": \"2024-03-01\", \"end_date\": \"2024-03-01\"}'"
+            ) }}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if bounds['start_date'] is not none and bounds['end_date'] is not none
+        and bounds['start_date'] > bounds['end_date'] -%}
+        {{ exceptions.raise_compiler_error(
+            "var start_date=" ~ bounds['start_date'] ~ " is after end_date=" ~ bounds['end_date']
+            ~ ": both bounds are inclusive, so a single day is start_date = end_date"
+        ) }}
+    {%- endif -%}
+    {{ return(bounds) }}
+{% endmacro %}
+
+
+{#- A predicate that keeps the rows of `column` (a date) inside the window. -#}
+{% macro in_partition_window(column) %}
+    {%- set window = partition_window() -%}
+    {%- set conditions = [] -%}
+    {%- if window['start_date'] is not none -%}
+        {%- do conditions.append(column ~ " >= cast('" ~ window['start_date'] ~ "' as date)") -%}
+    {%- endif -%}
+    {%- if window['end_date'] is not none -%}
+        {%- do conditions.append(column ~ " <= cast('" ~ window['end_date'] ~ "' as date)") -%}
+    {%- endif -%}
+    {{- conditions | join(' and ') if conditions else 'true' -}}
+{% endmacro %}
+
+
+{#-
+    A predicate that keeps the rows of `column` (a date) in the dedup_lookback_days just
+    outside the window, on both sides: where an earlier run may already hold a copy of a
+    message that this run sees again. False when the window is the whole history.
+-#}
+{% macro near_partition_window(column) %}
+    {%- set window = partition_window() -%}
+    {%- set lookback_text = var('dedup_lookback_days', 7) | string | trim -%}
+    {%- if not modules.re.match('^[0-9]+$', lookback_text) -%}
+        {{ exceptions.raise_compiler_error(
+            "var dedup_lookback_days=" ~ lookback_text ~ " is not a whole number of days"
+        ) }}
+    {%- endif -%}
+    {%- set lookback = modules.datetime.timedelta(days=lookback_text | int) -%}
+    {%- set ranges = [] -%}
+    {%- if window['start_date'] is not none -%}
+        {%- do ranges.append(
+            "(" ~ column ~ " >= cast('" ~ (window['start_date'] - lookback) ~ "' as date)"
+            ~ " and " ~ column ~ " < cast('" ~ window['start_date'] ~ "' as date))"
+        ) -%}
+    {%- endif -%}
+    {%- if window['end_date'] is not none -%}
+        {%- do ranges.append(
+            "(" ~ column ~ " > cast('" ~ window['end_date'] ~ "' as date)"
+            ~ " and " ~ column ~ " <= cast('" ~ (window['end_date'] + lookback) ~ "' as date))"
+        ) -%}
+    {%- endif -%}
+    {{- '(' ~ ranges | join(' or ') ~ ')' if ranges else 'false' -}}
+{% endmacro %}

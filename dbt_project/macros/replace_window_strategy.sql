@@ -1,0 +1,45 @@
+{#-
+    Incremental strategy `replace_window`: a run owns the partition window given by the vars
+    start_date and end_date (see partition_window.sql). It deletes every row of the target in
+    the window, then inserts the rows the model computed for the window, so days that lost
+    their events become empty and a rerun changes nothing.
+
+    The model names its partition column (a date) in its meta:
+        config(meta={'partition_column': 'event_date'})
+    Rows the model returns outside the window are not inserted, because the window is all the
+    run deletes. Rows are inserted in the order the model returns them (DuckDB's default
+    preserve_insertion_order), so a model that ends with an `order by` keeps its table sorted
+    for DuckDB's zone maps, on the first build and on every window run.
+-#}
+{% macro get_incremental_replace_window_sql(arg_dict) -%}
+    {{ return(adapter.dispatch('get_incremental_replace_window_sql', 'sluice')(arg_dict)) }}
+{%- endmacro %}
+
+
+{% macro default__get_incremental_replace_window_sql(arg_dict) -%}
+    {{ exceptions.raise_compiler_error(
+        "The replace_window incremental strategy has no implementation for the " ~ target.type
+        ~ " adapter; add " ~ target.type ~ "__get_incremental_replace_window_sql to "
+        ~ "macros/replace_window_strategy.sql"
+    ) }}
+{%- endmacro %}
+
+
+{% macro duckdb__get_incremental_replace_window_sql(arg_dict) -%}
+    {%- set partition_column = config.meta_get('partition_column') -%}
+    {%- if not partition_column -%}
+        {{ exceptions.raise_compiler_error(
+            "Model " ~ model.unique_id ~ " uses incremental_strategy='replace_window' but has no "
+            ~ "meta.partition_column; set config(meta={'partition_column': '<date column>'})"
+        ) }}
+    {%- endif -%}
+    {%- set columns_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+
+    delete from {{ arg_dict['target_relation'] }}
+    where {{ in_partition_window(partition_column) }};
+
+    insert into {{ arg_dict['target_relation'] }} ({{ columns_csv }})
+    select {{ columns_csv }}
+    from {{ arg_dict['temp_relation'] }}
+    where {{ in_partition_window(partition_column) }}
+{%- endmacro %}
