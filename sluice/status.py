@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import dagster as dg
-from croniter import croniter
+from croniter import croniter  # type: ignore[import-untyped]
 from dagster._core.definitions.freshness import CronFreshnessPolicy, TimeWindowFreshnessPolicy
 
 from orchestration.definitions import build_definitions
@@ -61,7 +61,7 @@ def freshness_state(policy: object, last: float | None, now: dt.datetime) -> str
         return "WARN" if warn is not None and age > warn.to_timedelta() else "PASS"
     if isinstance(policy, CronFreshnessPolicy):
         tick = croniter(policy.deadline_cron, now).get_prev(dt.datetime)
-        needed = tick - policy.lower_bound_delta.to_timedelta()
+        needed = tick - policy.lower_bound_delta
         return "PASS" if dt.datetime.fromtimestamp(last, dt.UTC) >= needed else "FAIL"
     return "?"
 

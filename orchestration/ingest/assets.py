@@ -67,13 +67,14 @@ def build_ingest_assets(settings: Settings, transformed_key: dg.AssetKey) -> dg.
             # loaded: loading one table alone would lose the other's rows.
             raise dg.Failure("raw/events and raw/rejected_events load together; select both assets")
         report = LoadReport()
-        results = dlt.run(
-            context=context,
-            dlt_source=landing_source(str(settings.landing_dir), report),
-            dlt_pipeline=pipeline,
-            loader_file_format=LOADER_FILE_FORMAT,
+        results = list(
+            dlt.run(
+                context=context,
+                dlt_source=landing_source(str(settings.landing_dir), report),
+                dlt_pipeline=pipeline,
+                loader_file_format=LOADER_FILE_FORMAT,
+            )
         )
-        results = list(results)
         built = context.instance.get_materialized_partitions(transformed_key)
         _, beyond = late_days(
             report.events_by_date, built, dt.date.today(), settings.late_lookback_days
