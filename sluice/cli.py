@@ -1,4 +1,4 @@
-"""The ``sluice`` command line: generate, load, materialize, demo, status, dev.
+"""The ``sluice`` command line: generate, load, materialize, demo, status, dev, serve, keys.
 
 Runs go through the Dagster instance in the data directory, so the UI shows them. Errors a
 user can cause print one line and exit non-zero. Settings come from ``sluice.settings``.
@@ -204,3 +204,80 @@ def dev() -> None:
     args += ["-h", "127.0.0.1", "-p", str(settings.dagster_port)]
     os.chdir(REPO_DIR)
     os.execve(str(dagster), args, {**os.environ, **settings.subprocess_env()})
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on. Default: SLUICE_API_HOST.")
+@click.option(
+    "--port", default=None, type=click.IntRange(1, 65535), help="Default: SLUICE_API_PORT."
+)
+def serve(host: str | None, port: int | None) -> None:
+    """Run the ingest API (Segment's HTTP Tracking API) in front of the landing area."""
+    from ingestion.api.segments import LandingLocked
+    from ingestion.api.server import serve as run_server
+
+    settings = _settings()
+    host = host or settings.api_host
+    port = port or settings.api_port
+    console.print(f"ingest API on http://{host}:{port} writing to {settings.api_sources_dir}")
+    try:
+        run_server(settings, host, port)
+    except LandingLocked as error:
+        _fail(str(error))
+
+
+@main.group()
+def keys() -> None:
+    """Write keys of the ingest API: one per source, stored as hashes only."""
+
+
+def _key_store():  # type: ignore[no-untyped-def]
+    from ingestion.api.keys import KeyStore
+
+    return KeyStore(_settings().api_keys_path)
+
+
+@keys.command("create")
+@click.argument("name")
+def keys_create(name: str) -> None:
+    """Create a write key for the source NAME and print it (it is shown only this once)."""
+    from ingestion.api.keys import KeyFileError
+
+    try:
+        key = _key_store().create(name)
+    except KeyFileError as error:
+        _fail(str(error))
+    click.echo(key)
+    click.echo(
+        f"write key for source {name!r}; it is not stored and will not be shown again", err=True
+    )
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Key names, when they were created, and whether they are revoked."""
+    from ingestion.api.keys import KeyFileError
+
+    try:
+        entries = _key_store().list()
+    except KeyFileError as error:
+        _fail(str(error))
+    table = Table(title="Ingest API write keys")
+    for column in ("name (source)", "created", "revoked"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.name, entry.created_at, entry.revoked_at or "")
+    console.print(table)
+
+
+@keys.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke the key of NAME; a running server refuses it from the next request."""
+    from ingestion.api.keys import KeyFileError
+
+    try:
+        _key_store().revoke(name)
+    except KeyFileError as error:
+        _fail(str(error))
+    console.print(f"revoked the write key {name!r}")

@@ -11,6 +11,17 @@ Environment variables (all optional; the defaults work on a laptop):
   built partitions when late events arrive. Default: 7.
 - ``SLUICE_DBT_TARGET``: the dbt target to build. Default: ``dev``.
 - ``SLUICE_DAGSTER_PORT``: port of the Dagster UI started by ``make dev``. Default: 3000.
+- ``SLUICE_API_HOST``: address ``sluice serve`` (the ingest API) listens on. Default:
+  ``127.0.0.1``.
+- ``SLUICE_API_PORT``: port of the ingest API. Default: 8000.
+- ``SLUICE_API_RATE``: messages per second each write key may send, sustained (token
+  bucket refill rate). Default: 20000.
+- ``SLUICE_API_BURST``: messages a write key may send at once above the rate (bucket size;
+  at least 2500, one full batch). Default: 50000.
+- ``SLUICE_API_SEGMENT_BYTES``: the ingest API closes a landing segment (so the loader
+  picks it up) once it holds this many bytes. Default: 67108864 (64 MiB).
+- ``SLUICE_API_SEGMENT_SECONDS``: ... or once it has been open this many seconds.
+  Default: 60.
 """
 
 from __future__ import annotations
@@ -58,10 +69,26 @@ class Settings:
     late_lookback_days: int = 7
     dbt_target: str = "dev"
     dagster_port: int = 3000
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_rate: int = 20_000
+    api_burst: int = 50_000
+    api_segment_bytes: int = 64 << 20
+    api_segment_seconds: int = 60
 
     @property
     def landing_dir(self) -> Path:
         return self.data_dir / "landing"
+
+    @property
+    def api_sources_dir(self) -> Path:
+        """Where the ingest API writes its segments, one folder per write key's source."""
+        return self.landing_dir / "sources"
+
+    @property
+    def api_keys_path(self) -> Path:
+        """Hashes of the ingest API's write keys (``sluice keys``)."""
+        return self.data_dir / "keys.json"
 
     @property
     def warehouse_path(self) -> Path:
@@ -127,6 +154,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         late_lookback_days=_int(env, "SLUICE_LATE_LOOKBACK_DAYS", 7),
         dbt_target=env.get("SLUICE_DBT_TARGET") or "dev",
         dagster_port=_int(env, "SLUICE_DAGSTER_PORT", 3000, minimum=1),
+        api_host=env.get("SLUICE_API_HOST") or "127.0.0.1",
+        api_port=_int(env, "SLUICE_API_PORT", 8000, minimum=1),
+        api_rate=_int(env, "SLUICE_API_RATE", 20_000, minimum=1),
+        api_burst=_int(env, "SLUICE_API_BURST", 50_000, minimum=2500),
+        api_segment_bytes=_int(env, "SLUICE_API_SEGMENT_BYTES", 64 << 20, minimum=1024),
+        api_segment_seconds=_int(env, "SLUICE_API_SEGMENT_SECONDS", 60, minimum=1),
     )
 
 

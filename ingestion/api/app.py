@@ -1,0 +1,311 @@
+"""The ASGI app: Segment's HTTP Tracking API, health and metrics.
+
+``POST /v1/{track,identify,page,screen,group,alias}`` take one message, ``/v1/batch`` (and
+``/v1/import``) a ``{"batch": [...]}``. The write key comes as HTTP Basic user name or as
+``writeKey`` in the body; bodies may be gzip. Every message a request carries is appended to
+the write key's source's landing segment before the answer; ``{"success": true}`` says how
+many of them the loader will accept and which it will quarantine. Reads no environment: the
+settings come in through ``create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import time
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ingestion.api.keys import KeyFileError, KeyStore
+from ingestion.api.messages import TimestampParser, stamp
+from ingestion.api.metrics import Metrics
+from ingestion.api.ratelimit import RateLimiter
+from ingestion.api.segments import GroupCommitter, SegmentWriter, lock_landing, recover
+from ingestion.landing import LANDING_SUFFIX
+from sluice.settings import Settings
+
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_REQUEST_BYTES = 500 * 1024
+MAX_BATCH_MESSAGES = 2500
+MAX_ERRORS_LISTED = 100
+SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+BATCH_PATHS = ("batch", "import")
+
+access_log = logging.getLogger("sluice.api.access")
+log = logging.getLogger("sluice.api")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _json(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _basic_auth_key(header: str) -> str:
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise HttpError(401, "Authorization must be Basic with the write key as user name")
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise HttpError(401, "Authorization header is not valid Basic credentials") from None
+    return decoded.partition(":")[0]
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise HttpError(413, f"request body is {declared} bytes; the limit is 500 KB per request")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise HttpError(413, "request body is over the limit of 500 KB per request")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise HttpError(415, f"Content-Encoding {encoding!r} is not supported; use gzip or none")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, MAX_REQUEST_BYTES + 1)
+    except zlib.error as error:
+        raise HttpError(400, f"body is not valid gzip ({error})") from None
+    if len(data) > MAX_REQUEST_BYTES:
+        raise HttpError(413, "decompressed body is over the limit of 500 KB per request")
+    if not inflater.eof:
+        raise HttpError(400, "body is not valid gzip (truncated stream)")
+    return data
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise HttpError(400, "malformed JSON: the body is empty")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        try:
+            # orjson refuses integers beyond 64 bits that JSON (and the loader) allow.
+            doc = json.loads(body, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            raise HttpError(400, f"malformed JSON: {error}") from None
+    if not isinstance(doc, dict):
+        raise HttpError(400, "malformed request: the body must be a JSON object")
+    return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+class IngestApi:
+    """The routes and the state they share: keys, limits, the committer and metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeyStore(settings.api_keys_path)
+        self.limiter = RateLimiter(settings.api_rate, settings.api_burst)
+        self.metrics = Metrics()
+        self.timestamps = TimestampParser()
+        self.writer = SegmentWriter(
+            settings.api_sources_dir, settings.api_segment_bytes, settings.api_segment_seconds
+        )
+        self.committer: GroupCommitter | None = None
+        self._lock_fd: int | None = None
+
+    def open(self) -> list[Path]:
+        """Take the landing lock and close segments a crashed server left open."""
+        if self._lock_fd is None:
+            self._lock_fd = lock_landing(self.settings.api_sources_dir)
+            recovered = recover(self.settings.api_sources_dir)
+            if recovered:
+                log.warning("closed %d segments left open by a stopped server", len(recovered))
+            return recovered
+        return []
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self.open()
+        self.committer = GroupCommitter(self.writer, self.metrics.fsync_latency.observe)
+        await self.committer.start()
+        try:
+            yield
+        finally:
+            await self.committer.stop()
+            self.release()
+
+    async def ingest(self, request: Request) -> Response:
+        started = time.perf_counter()
+        path = request.url.path
+        kind = request.path_params["kind"]
+        fields: dict[str, Any] = {}
+        try:
+            response = await self._ingest(request, kind, fields)
+        except HttpError as error:
+            response = _json(
+                {"success": False, "error": error.message}, error.status, error.headers
+            )
+        elapsed = time.perf_counter() - started
+        self.metrics.request_latency.observe(elapsed)
+        self.metrics.responses[(path, response.status_code)] += 1
+        if access_log.isEnabledFor(logging.INFO):
+            client = request.client.host if request.client else None
+            entry = {"method": request.method, "path": path, "status": response.status_code}
+            entry |= {"ms": round(elapsed * 1000, 2), "client": client, **fields}
+            access_log.info(json.dumps(entry))
+        return response
+
+    async def _ingest(self, request: Request, kind: str, fields: dict[str, Any]) -> Response:
+        if kind not in SINGLE_TYPES and kind not in BATCH_PATHS:
+            raise HttpError(404, f"no endpoint /v1/{kind}; see docs/ingest-api.md")
+        header = request.headers.get("authorization")
+        key = _basic_auth_key(header) if header else None
+        body = await _read_body(request)
+        fields["bytes"] = len(body)
+        self.metrics.bytes_in += len(body)
+        if kind in SINGLE_TYPES and len(body) > MAX_MESSAGE_BYTES:
+            raise HttpError(413, f"message is {len(body)} bytes; the limit is 32 KB per message")
+        doc = _parse(body)
+        if not key:
+            body_key = doc.get("writeKey")
+            key = body_key if isinstance(body_key, str) else None
+        if not key:
+            raise HttpError(401, "no write key: send it as Basic auth user name or as writeKey")
+        try:
+            source = self.keys.source_of(key)
+        except KeyFileError as error:
+            log.error("%s", error)
+            raise HttpError(503, "the key file cannot be read; see the server log") from None
+        if source is None:
+            raise HttpError(401, "unknown or revoked write key")
+        fields["source"] = source
+        if kind in SINGLE_TYPES:
+            messages: list[Any] = [doc]
+            message_kind: str | None = kind
+            sent_at, context = None, None
+        else:
+            batch = doc.get("batch")
+            if not isinstance(batch, list):
+                raise HttpError(400, 'malformed request: "batch" must be a list of messages')
+            if len(batch) > MAX_BATCH_MESSAGES:
+                raise HttpError(
+                    400, f"batch has {len(batch)} messages; the limit is 2500 per batch"
+                )
+            messages, message_kind = batch, None
+            sent_at, context = doc.get("sentAt"), doc.get("context")
+        received_at = dt.datetime.now(dt.UTC)
+        lines: list[bytes] = []
+        errors: list[dict[str, Any]] = []
+        rejected: list[str] = []
+        for index, message in enumerate(messages):
+            stamped = stamp(
+                message,
+                received_at,
+                self.timestamps,
+                kind=message_kind,
+                batch_sent_at=sent_at,
+                batch_context=context,
+            )
+            if len(stamped.line) > MAX_MESSAGE_BYTES:
+                raise HttpError(
+                    413,
+                    f"message {index} is {len(stamped.line)} bytes; the limit is 32 KB per message",
+                )
+            lines.append(stamped.line + b"\n")
+            if stamped.reason is not None:
+                rejected.append(stamped.reason)
+                if len(errors) < MAX_ERRORS_LISTED:
+                    errors.append({"index": index, "reason": stamped.reason})
+        wait = self.limiter.retry_after(source, len(messages))
+        if wait:
+            self.metrics.rate_limited[source] += 1
+            raise HttpError(
+                429,
+                f"rate limit of {self.settings.api_rate} messages/s for write key {source!r} "
+                f"(SLUICE_API_RATE) exceeded; retry after {wait} s",
+                {"Retry-After": str(wait)},
+            )
+        if lines:
+            assert self.committer is not None
+            try:
+                await self.committer.append(source, lines)
+            except OSError as error:
+                log.error("could not append to landing: %s", error)
+                raise HttpError(
+                    503, f"could not write to the landing area ({error.strerror})"
+                ) from None
+        accepted = len(lines) - len(rejected)
+        self.metrics.accepted[source] += accepted
+        for reason in rejected:
+            self.metrics.reject(reason)
+        fields |= {"accepted": accepted, "rejected": len(rejected)}
+        answer: dict[str, Any] = {"success": True, "accepted": accepted, "rejected": len(rejected)}
+        if errors:
+            answer["errors"] = errors
+        return _json(answer)
+
+    async def healthz(self, _request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def metrics_text(self, _request: Request) -> Response:
+        waiting = await asyncio.to_thread(self.segments_waiting)
+        text = self.metrics.render(self.writer.open_segments, waiting)
+        return Response(text, media_type="text/plain; version=0.0.4")
+
+    def segments_waiting(self) -> int:
+        """Closed API segments not yet in the load's dlt state (read, never the warehouse)."""
+        from ingestion.pipeline import PIPELINE_NAME
+
+        landing = self.settings.landing_dir
+        closed = {
+            p.relative_to(landing).as_posix()
+            for p in self.settings.api_sources_dir.glob(f"*/*{LANDING_SUFFIX}")
+        }
+        state_path = self.settings.dlt_dir / PIPELINE_NAME / "state.json"
+        loaded: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            state = json.loads(state_path.read_text())
+            loaded = state["sources"]["landing"]["resources"]["landing_files"]["loaded_files"]
+        return len(closed - set(loaded))
+
+
+def create_app(settings: Settings, api: IngestApi | None = None) -> Starlette:
+    api = api or IngestApi(settings)
+    routes = [
+        Route("/v1/{kind}", api.ingest, methods=["POST"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/metrics", api.metrics_text, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=api.lifespan)
+    app.state.api = api
+    return app

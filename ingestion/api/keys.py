@@ -1,0 +1,130 @@
+"""Write keys of the ingest API: create, list, revoke, look up. Only hashes are stored.
+
+The key file (``Settings.api_keys_path``, ``<data dir>/keys.json``) holds one entry per key
+name; the name is also the source that every event sent with the key belongs to (its
+segments go to ``landing/sources/<name>/``). Keys are 192 random bits, so a plain SHA-256
+is enough to make the file useless to a reader. The file is replaced atomically and read
+again whenever it changes, so a revoked key stops working without a restart. Reads no
+environment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# A name becomes a folder under landing/sources/ and a metric label.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# The loader's source for files dropped outside landing/sources/ (ingestion.landing).
+RESERVED_NAMES = frozenset({"files"})
+KEY_PREFIX = "sk_"
+
+
+class KeyFileError(ValueError):
+    """A key command cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class WriteKey:
+    name: str
+    key_hash: str
+    created_at: str
+    revoked_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+class KeyStore:
+    """The key file; every method reads it fresh or from a cache checked by mtime."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._sources: dict[str, str] = {}
+
+    def _read(self) -> list[WriteKey]:
+        if not self.path.exists():
+            return []
+        try:
+            doc = json.loads(self.path.read_text())
+            return [WriteKey(**entry) for entry in doc["keys"]]
+        except (ValueError, KeyError, TypeError) as error:
+            raise KeyFileError(f"{self.path} is not a Sluice key file ({error})") from None
+
+    def _write(self, keys: list[WriteKey]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"keys": [asdict(k) for k in keys]}, indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=".keys-", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def list(self) -> list[WriteKey]:
+        return self._read()
+
+    def create(self, name: str) -> str:
+        """Make a new key for ``name`` and return it; it is never shown again."""
+        if not NAME_PATTERN.match(name) or name in RESERVED_NAMES:
+            raise KeyFileError(
+                f"{name!r} is not a usable key name: use lowercase letters, digits, '-' and '_' "
+                f"(up to 64, starting with a letter or digit), and not {sorted(RESERVED_NAMES)}"
+            )
+        keys = self._read()
+        if any(k.name == name and k.active for k in keys):
+            raise KeyFileError(f"a key named {name!r} exists; revoke it first (sluice keys revoke)")
+        key = KEY_PREFIX + secrets.token_urlsafe(24)
+        keys = [k for k in keys if k.name != name]
+        keys.append(WriteKey(name=name, key_hash=hash_key(key), created_at=_now()))
+        self._write(keys)
+        return key
+
+    def revoke(self, name: str) -> None:
+        keys = self._read()
+        found = [k for k in keys if k.name == name and k.active]
+        if not found:
+            raise KeyFileError(f"no active key named {name!r} (see sluice keys list)")
+        revoked = _now()
+        self._write(
+            [WriteKey(k.name, k.key_hash, k.created_at, revoked) if k in found else k for k in keys]
+        )
+
+    def source_of(self, key: str) -> str | None:
+        """The source (key name) of an active key, else None. Re-reads the file when it changed."""
+        try:
+            stat = self.path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            self._sources = {k.key_hash: k.name for k in self._read() if k.active}
+            self._stamp = stamp
+        return self._sources.get(hash_key(key))

@@ -1,0 +1,207 @@
+"""Stamp incoming messages as Segment does, and pre-check them against the event contract.
+
+The contract is the loader's DuckDB validation (``ingestion.landing``): it decides what
+reaches ``raw.events``. The API writes every message it accepted from a client to a landing
+segment, valid or not, and the loader quarantines the invalid ones with its own reason. This
+module only predicts that outcome, cheaply and in the same order of checks, so the response
+and the metrics can count rejections; ``tests/ingestion/api/test_contract_agreement.py``
+proves the prediction matches the loader. Timestamps the fast path cannot read are parsed by
+DuckDB itself, so both sides agree on what a timestamp is.
+
+One rule is the API's own: a timestamp more than 24 hours in the future (after skew
+correction) is rejected. The loader has no such rule, so such a message is written wrapped
+in an object whose ``type`` names the reason; the loader rejects it as an unknown type with
+that text, and the original message is kept whole in ``raw_line``. Reads no environment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import orjson
+
+from ingestion.landing import MAX_MESSAGE_ID_LENGTH, MESSAGE_TYPES
+
+MAX_FUTURE = dt.timedelta(hours=24)
+FUTURE_REASON = "timestamp more than 24 hours in the future"
+REJECTED_BY_API_PREFIX = "rejected by the ingest API: "
+
+# The common shape SDKs send; anything else is parsed by DuckDB, as the loader does.
+_FAST_TIMESTAMP = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
+)
+_MESSAGE_TYPES = frozenset(MESSAGE_TYPES)
+_OBJECT_FIELDS = ("properties", "traits", "context")
+
+
+class TimestampParser:
+    """ISO-8601 text to an aware UTC datetime, or None, with the loader's (DuckDB's) rules."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _duckdb(self) -> duckdb.DuckDBPyConnection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = duckdb.connect()
+            con.execute("set TimeZone = 'UTC'")
+            self._local.con = con
+        return con
+
+    def parse(self, text: str) -> dt.datetime | None:
+        if _FAST_TIMESTAMP.match(text):
+            try:
+                value = dt.datetime.fromisoformat(text)
+            except ValueError:
+                pass
+            else:
+                if value.tzinfo is None:
+                    return value.replace(tzinfo=dt.UTC)
+                return value.astimezone(dt.UTC)
+        try:
+            row = self._duckdb().execute("select try_cast(? as timestamptz)", [text]).fetchone()
+        except duckdb.Error:
+            return None
+        parsed = row[0] if row else None
+        if not isinstance(parsed, dt.datetime):
+            return None
+        try:
+            return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        except OverflowError:
+            return parsed.replace(tzinfo=dt.UTC)
+
+
+def iso(value: dt.datetime) -> str:
+    """UTC, millisecond precision, ``Z``: what Segment writes."""
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _text(value: Any) -> str | None:
+    """What the loader's ``doc ->> '$.field'`` gives, with its ``nullif(..., '')``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return dumps(value).decode()
+
+
+def _timestamp_text(value: Any) -> str | None:
+    """``doc ->> '$.timestamp'`` without nullif: an empty string is present, and invalid."""
+    if isinstance(value, str):
+        return value
+    return _text(value)
+
+
+def contract_reason(doc: Any, timestamps: TimestampParser) -> str | None:
+    """The loader's reason for rejecting ``doc``, or None when the loader accepts it.
+
+    Mirrors ``ingestion.landing._VALIDATE_SQL`` check for check, in the same order.
+    """
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    kind = _text(doc.get("type"))
+    if kind is None:
+        return "missing field type"
+    if kind not in _MESSAGE_TYPES:
+        return f'unknown type "{kind}"'
+    if _text(doc.get("userId")) is None and _text(doc.get("anonymousId")) is None:
+        return "missing userId and anonymousId (at least one is required)"
+    message_id = _text(doc.get("messageId"))
+    if message_id is not None and len(message_id) > MAX_MESSAGE_ID_LENGTH:
+        return f"messageId longer than {MAX_MESSAGE_ID_LENGTH} characters"
+    if kind == "track" and _text(doc.get("event")) is None:
+        return "track message without event"
+    for field in ("timestamp", "sentAt", "receivedAt"):
+        text = _timestamp_text(doc.get(field))
+        if text is None:
+            if field == "timestamp":
+                return "missing field timestamp"
+            continue
+        if timestamps.parse(text) is None:
+            return f'{field} "{text}" is not an ISO-8601 timestamp'
+    for field in _OBJECT_FIELDS:
+        value = doc.get(field)
+        if value is not None and not isinstance(value, dict):
+            return f"{field} is not an object"
+    return None
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """One message ready to append: its JSON line, and the reason it will be rejected."""
+
+    line: bytes
+    reason: str | None
+
+
+def dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        # Integers beyond 64 bits and lone surrogates: the standard library writes them.
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def stamp(
+    doc: Any,
+    received_at: dt.datetime,
+    timestamps: TimestampParser,
+    *,
+    kind: str | None = None,
+    batch_sent_at: Any = None,
+    batch_context: Any = None,
+) -> Stamped:
+    """Set receivedAt, messageId, a skew-corrected timestamp; predict the loader's verdict.
+
+    ``kind`` is the type implied by a single-message endpoint (``/v1/track``); in a batch the
+    message names its own. Non-objects are written as they came, for the loader to reject.
+    """
+    if not isinstance(doc, dict):
+        return Stamped(dumps(doc), contract_reason(doc, timestamps))
+    doc.pop("writeKey", None)
+    if kind is not None:
+        doc["type"] = kind
+    doc["receivedAt"] = iso(received_at)
+    if _text(doc.get("messageId")) is None:
+        doc["messageId"] = f"api-{uuid.uuid4()}"
+    if doc.get("sentAt") is None and batch_sent_at is not None:
+        doc["sentAt"] = batch_sent_at
+    if doc.get("context") is None and isinstance(batch_context, dict):
+        doc["context"] = batch_context
+    corrected: dt.datetime | None = None
+    original = doc.get("timestamp")
+    if original is None:
+        corrected = received_at
+        doc["timestamp"] = iso(received_at)
+    elif isinstance(original, str):
+        timestamp = timestamps.parse(original)
+        sent_at_text = doc.get("sentAt")
+        sent_at = timestamps.parse(sent_at_text) if isinstance(sent_at_text, str) else None
+        if timestamp is not None and sent_at is not None:
+            # Segment's skew correction: the client's clock is off by (sentAt - receivedAt).
+            try:
+                corrected = received_at - (sent_at - timestamp)
+            except OverflowError:
+                corrected = timestamp
+            else:
+                doc["originalTimestamp"] = original
+                doc["timestamp"] = iso(corrected)
+        else:
+            corrected = timestamp
+    reason = contract_reason(doc, timestamps)
+    if reason is None and corrected is not None and corrected - received_at > MAX_FUTURE:
+        reason = REJECTED_BY_API_PREFIX + FUTURE_REASON
+        wrapper = {"type": reason, "receivedAt": doc["receivedAt"], "message": doc}
+        return Stamped(dumps(wrapper), f'unknown type "{reason}"')
+    return Stamped(dumps(doc), reason)
