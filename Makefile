@@ -36,6 +36,11 @@ lint: install
 	$(BIN)/sqlfluff lint dbt_project
 	$(BIN)/mypy
 
+# Benchmarks against plain baselines: SIZE=S (~1M events, minutes), M (~10M), L (~50M).
+# Writes docs/benchmarks.md (the size's section) and bench/results/$(SIZE).json.
+bench: prepare
+	$(BIN)/python -m bench --size $(SIZE)
+
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .

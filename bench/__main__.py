@@ -1,0 +1,105 @@
+"""``python -m bench [--size S|M|L] [--only NAME,...]``: generate the data, run every benchmark,
+write ``bench/results/<size>.json`` and the size's section of ``docs/benchmarks.md``.
+
+A benchmark whose output differs from its baseline's fails the run (exit status 1) and its
+figures are not reported. The work folder (generated data, one data directory per benchmark)
+is a temporary folder, removed at the end unless ``--keep`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import backfill, end_to_end, generator, history, ingest, load, memory, report
+from bench.context import Context
+from bench.measure import MismatchError
+from bench.sizes import SIZES
+
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "generator": generator.run,
+    "load": load.run,
+    "history": history.run,
+    "backfill": backfill.run,
+    "end_to_end": end_to_end.run,
+    "memory": memory.run,
+    "ingest_api": ingest.run,
+}
+
+
+def run_all(
+    size: str,
+    work: Path,
+    only: list[str] | None = None,
+    repeats: int | None = None,
+    keep: bool = False,
+    write: bool = True,
+) -> dict[str, Any]:
+    ctx = Context(SIZES[size], work, repeats or SIZES[size].repeats, keep=keep)
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    failed = False
+    for name, bench in BENCHMARKS.items():
+        if only and name not in only:
+            continue
+        print(f"[bench {size}] {name} ...", flush=True)
+        step = time.perf_counter()
+        try:
+            if name == "memory":
+                results[name] = bench(ctx, results.get("history"))
+            else:
+                results[name] = bench(ctx)
+        except MismatchError as error:
+            failed = True
+            results[name] = {"error": f"output differs from the baseline: {error}"}
+        except Exception as error:  # one broken benchmark should not hide the others
+            failed = True
+            traceback.print_exc()
+            results[name] = {"error": f"{type(error).__name__}: {error}"}
+        outcome = results[name].get("error") or results[name].get("measured", "done")
+        print(f"[bench {size}] {name}: {outcome} ({time.perf_counter() - step:.0f} s)", flush=True)
+    run = {
+        "size": size,
+        "finished": report.now(),
+        "seconds": time.perf_counter() - started,
+        "repeats": ctx.repeats,
+        "machine": report.machine(),
+        "benchmarks": results,
+        "failed": failed,
+    }
+    if write:
+        report.write(size, run)
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--size", default="S", choices=sorted(SIZES))
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--repeats", type=int, help="runs per measurement (default per size)")
+    parser.add_argument("--work", type=Path, help="work folder (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args(argv)
+    only = args.only.split(",") if args.only else None
+    unknown = set(only or []) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmarks {sorted(unknown)}; choose from {sorted(BENCHMARKS)}")
+    work = args.work or Path(tempfile.mkdtemp(prefix=f"sluice-bench-{args.size}-"))
+    try:
+        run = run_all(args.size, work, only, args.repeats, args.keep)
+    finally:
+        if not args.keep and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {report.DOC} and {report.RESULTS_DIR / (args.size + '.json')}")
+    return 1 if run["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Benchmark 1, load: landing files to raw with Sluice's dlt pipeline, against a plain DuckDB
+``CREATE TABLE ... AS SELECT FROM read_json(...)`` of the same files.
+
+Checks: the same accepted rows (count, distinct message ids, and a checksum of the ids).
+Target: Sluice within 1.5x of the baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.context import Context
+from bench.measure import expect_equal, ratio, run_worker, summarize
+
+TARGET = 1.5
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    data = ctx.month
+    files = [str(f) for f in data.files]
+    sluice_runs, baseline_runs = [], []
+    for repeat in range(ctx.repeats):
+        data_dir = ctx.data_dir(f"load-{repeat}")
+        data_dir.land(data.files)
+        database = data_dir.root / "baseline.duckdb"
+
+        def measure_baseline(database=database):  # type: ignore[no-untyped-def]
+            return run_worker("baseline_load", {"files": files, "database": database})
+
+        # Alternate the order so that neither side always runs on a warm page cache.
+        if repeat % 2 == 0:
+            base, ours = measure_baseline(), data_dir.load()
+        else:
+            ours, base = data_dir.load(), measure_baseline()
+        for key in ("rows", "ids", "checksum"):
+            expect_equal(f"load: accepted message ids ({key})", ours.result[key], base.result[key])
+        sluice_runs.append(ours)
+        baseline_runs.append(base)
+        ctx.done_with(data_dir)
+    ours_stats, base_stats = summarize(sluice_runs), summarize(baseline_runs)
+    measured = ratio(ours_stats, base_stats)
+    rows = sluice_runs[0].result["rows"]
+    return {
+        "title": "Load: landing files to raw",
+        "input": f"{len(files)} files, {data.lines:,} lines ({rows:,} accepted)",
+        "rows": [
+            {"label": "baseline: DuckDB read_json into a table", **base_stats, "ratio": 1.0},
+            {"label": "Sluice: dlt pipeline (landing_source)", **ours_stats, "ratio": measured},
+        ],
+        "target": f"Sluice <= {TARGET}x baseline",
+        "measured": f"{measured:.2f}x",
+        "met": measured <= TARGET,
+        "checked": "same accepted rows: count, distinct message ids and an id checksum",
+        "events_per_second": rows / ours_stats["seconds"]["median"],
+    }

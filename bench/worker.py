@@ -1,0 +1,136 @@
+"""The measured steps, each run in a fresh process: ``python -m bench.worker TASK JSON``.
+
+A fresh process per step keeps one step's memory and caches out of the next one's figures.
+The last line printed is a JSON object with ``seconds`` (the work itself, without start-up
+and imports) and what the benchmark needs to check the output. Reads SLUICE_* variables
+(through ``sluice.settings``) only for the Sluice tasks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import baseline
+
+
+def generate(params: dict[str, Any]) -> dict[str, Any]:
+    from ingestion.generator import generate as write_events
+
+    started = time.perf_counter()
+    result = write_events(
+        Path(params["out"]),
+        dt.date.fromisoformat(params["start"]),
+        int(params["days"]),
+        int(params["users"]),
+        int(params["seed"]),
+    )
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "events": result.events,
+        "lines": result.lines,
+        "bytes": sum(f.stat().st_size for f in result.files),
+        "files": [str(f) for f in result.files],
+    }
+
+
+def copy_files(params: dict[str, Any]) -> dict[str, Any]:
+    """The generator's baseline: write the same bytes again (read, write, fsync, rename)."""
+    out = Path(params["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    lines = 0
+    for name in params["files"]:
+        source = Path(name)
+        data = source.read_bytes()
+        lines += data.count(b"\n")
+        tmp = out / (source.name + ".tmp")
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out / source.name)
+    return {"seconds": time.perf_counter() - started, "lines": lines}
+
+
+def sluice_load(params: dict[str, Any]) -> dict[str, Any]:
+    """Sluice's load step: the dlt pipeline over the landing source, as the load asset runs it."""
+    import duckdb
+
+    from ingestion.landing_source import LoadReport, landing_source
+    from ingestion.pipeline import make_pipeline
+    from sluice.settings import load_settings
+
+    settings = load_settings()
+    started = time.perf_counter()
+    report = LoadReport()
+    make_pipeline(settings).run(landing_source(str(settings.landing_dir), report))
+    seconds = time.perf_counter() - started
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        rows, ids, checksum = con.execute(
+            baseline.IDS_SUMMARY.format(column="message_id", table="raw.events")
+        ).fetchone()
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "ids": ids,
+        "checksum": checksum,
+        "rejected": report.rejected_rows,
+    }
+
+
+def baseline_load(params: dict[str, Any]) -> dict[str, Any]:
+    return baseline.load(params["files"], Path(params["database"]))
+
+
+def baseline_marts(params: dict[str, Any]) -> dict[str, Any]:
+    return baseline.marts(params["files"], Path(params["database"]))
+
+
+def sluice_materialize(params: dict[str, Any]) -> dict[str, Any]:
+    """Landing to marts through Dagster: ``sluice materialize --start .. --end ..``."""
+    from sluice.prepare import prepare
+    from sluice.runs import materialize_range
+    from sluice.settings import load_settings
+
+    settings = load_settings()
+    prepare(settings)  # what `make` does before any command: not part of the run
+    started = time.perf_counter()
+    outcome = materialize_range(
+        settings, dt.date.fromisoformat(params["first"]), dt.date.fromisoformat(params["last"])
+    )
+    seconds = time.perf_counter() - started
+    if not outcome.success:
+        raise RuntimeError(f"materialize failed: {outcome.message}")
+    return {"seconds": seconds, "run_id": outcome.run_id}
+
+
+TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "generate": generate,
+    "copy_files": copy_files,
+    "sluice_load": sluice_load,
+    "baseline_load": baseline_load,
+    "baseline_marts": baseline_marts,
+    "sluice_materialize": sluice_materialize,
+}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in TASKS:
+        print(f"usage: python -m bench.worker {{{','.join(TASKS)}}} JSON", file=sys.stderr)
+        return 2
+    result = TASKS[argv[0]](json.loads(argv[1]))
+    sys.stdout.flush()
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
