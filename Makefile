@@ -17,8 +17,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A DuckDB 1.x client, like the ones BI tools bundle: tests open the serving snapshot with it.
+DUCKDB1 := .venv-duckdb1
+$(DUCKDB1)/.installed:
+	$(PYTHON) -m venv $(DUCKDB1)
+	$(DUCKDB1)/bin/pip install --quiet 'duckdb>=1.4,<1.5'
+	touch $@
+
 # Parse the dbt project into target/manifest.json (Dagster reads it) and set up $DAGSTER_HOME.
-prepare: install
+prepare: install $(DUCKDB1)/.installed
 	$(BIN)/python -c "from sluice.prepare import prepare; from sluice.settings import load_settings; prepare(load_settings())"
 
 demo: prepare
@@ -46,4 +53,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf data/landing data/warehouse data/dlt data/dagster data/start_date dbt_project/target
+	rm -rf data/landing data/warehouse data/serving data/dlt data/dagster data/start_date dbt_project/target

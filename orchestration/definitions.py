@@ -13,11 +13,12 @@ from dagster_dlt import DagsterDltResource
 from orchestration.ingest.assets import RAW_EVENTS_KEY, build_ingest_assets
 from orchestration.ingest.sensors import build_landing_sensor
 from orchestration.lib import daily_partitions
+from orchestration.serve.assets import build_serve_assets
 from orchestration.transform.assets import (
     FACT_KEY,
-    MART_KEYS,
     build_transform_assets,
     dbt_resource,
+    mart_keys,
 )
 from orchestration.transform.automation import build_daily_schedule, build_late_events_sensor
 from orchestration.transform.checks import build_yesterday_check
@@ -33,7 +34,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings)
     transform = build_transform_assets(settings)
     ingest = build_ingest_assets(settings, FACT_KEY)
-    yesterday_check = build_yesterday_check(MART_KEYS, partitions)
+    marts = mart_keys(transform)
+    serve = build_serve_assets(settings, marts)
+    yesterday_check = build_yesterday_check(marts, partitions)
     not_the_yesterday_check = dg.AssetSelection.checks(yesterday_check)
 
     load_job = dg.define_asset_job(
@@ -43,15 +46,21 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     build_job = dg.define_asset_job(
         BUILD_JOB,
-        selection=dg.AssetSelection.assets(transform) - not_the_yesterday_check,
+        selection=dg.AssetSelection.assets(transform, serve) - not_the_yesterday_check,
         partitions_def=partitions,
-        description="Build facts and marts for a range of days with one dbt invocation.",
+        description=(
+            "Build facts and marts for a range of days with one dbt invocation, then publish "
+            "the serving snapshot."
+        ),
     )
     elt_job = dg.define_asset_job(
         ELT_JOB,
-        selection=dg.AssetSelection.assets(ingest, transform) - not_the_yesterday_check,
+        selection=dg.AssetSelection.assets(ingest, transform, serve) - not_the_yesterday_check,
         partitions_def=partitions,
-        description="Load new landing files, then build facts and marts for a range of days.",
+        description=(
+            "Load new landing files, build facts and marts for a range of days, then publish "
+            "the serving snapshot."
+        ),
     )
     check_job = dg.define_asset_job(
         CHECK_JOB,
@@ -59,7 +68,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="Check that yesterday's partition of every mart exists.",
     )
     return dg.Definitions(
-        assets=[ingest, transform],
+        assets=[ingest, transform, serve],
         asset_checks=[yesterday_check],
         jobs=[load_job, build_job, elt_job, check_job],
         schedules=[

@@ -21,6 +21,7 @@ from sluice.settings import Settings
 GROUP_INGEST = "ingest"
 GROUP_TRANSFORM = "transform"
 GROUP_MARTS = "marts"
+GROUP_SERVE = "serve"
 
 OWNER_PLATFORM = "team:data-platform"
 OWNER_ANALYTICS = "team:analytics"

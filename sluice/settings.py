@@ -95,6 +95,11 @@ class Settings:
         return self.data_dir / "warehouse" / "sluice.duckdb"
 
     @property
+    def serving_path(self) -> Path:
+        """The copy of the marts that BI tools and reports read (never the warehouse)."""
+        return self.data_dir / "serving" / "sluice.duckdb"
+
+    @property
     def dlt_dir(self) -> Path:
         return self.data_dir / "dlt"
 

@@ -121,4 +121,11 @@ def dbt_resource(settings: Settings) -> DbtCliResource:
 
 
 FACT_KEY = dg.AssetKey(["core", "fct_events"])
-MART_KEYS = (dg.AssetKey([MARTS_SCHEMA, "dau"]), dg.AssetKey([MARTS_SCHEMA, "revenue_daily"]))
+
+
+def mart_keys(dbt_models: dg.AssetsDefinition) -> list[dg.AssetKey]:
+    """The marts among the dbt assets (keys marts/<model>), in a stable order."""
+    return sorted(
+        (key for key in dbt_models.keys if key.path[0] == MARTS_SCHEMA),
+        key=lambda key: key.to_user_string(),
+    )

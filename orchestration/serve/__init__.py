@@ -1,0 +1,1 @@
+"""Serve stage: publishes the marts to the serving snapshot that readers open."""

@@ -1,0 +1,151 @@
+"""The serving snapshot: a read-only copy of the marts for BI tools, reports and notebooks.
+
+DuckDB lets one process write a file, and a reader of the warehouse would block the pipeline
+(and be blocked by it). So readers never open the warehouse: after each successful build the
+pipeline copies the marts into a NEW DuckDB file beside the snapshot, records what it holds
+in ``sluice_meta``, and renames it over the old one with ``os.replace``. A reader that opens
+the snapshot gets either the old file or the new one, always complete, and holds no lock the
+pipeline waits for. The file is written in DuckDB's storage format v1.0.0, which the DuckDB
+1.x clients bundled in BI tools can open.
+
+Reads nothing from the environment: callers pass the paths (``Settings.warehouse_path`` and
+``Settings.serving_path``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+# The oldest storage format DuckDB 2.x can write; DuckDB 1.0 and later open it.
+STORAGE_VERSION = "v1.0.0"
+META_SCHEMA = "sluice_meta"
+VERSION_TABLE = "snapshot_version"
+TABLES_TABLE = "snapshot_tables"
+
+
+class SnapshotMissing(FileNotFoundError):
+    """No snapshot has been published yet; the message says how to publish one."""
+
+
+@dataclass(frozen=True)
+class SnapshotVersion:
+    """What one published snapshot holds."""
+
+    run_id: str
+    built_at: dt.datetime
+    row_counts: dict[str, int]  # "marts.dau" -> rows
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_tables(
+    warehouse: Path, target: Path, run_id: str, schemas: Sequence[str]
+) -> SnapshotVersion:
+    built_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    counts: dict[str, int] = {}
+    with duckdb.connect() as con:
+        con.execute(f"attach {_literal(warehouse)} as warehouse (read_only)")
+        con.execute(f"attach {_literal(target)} as snap (storage_version '{STORAGE_VERSION}')")
+        tables = con.execute(
+            "select schema_name, table_name from duckdb_tables() "
+            "where database_name = 'warehouse' and list_contains(?, schema_name) "
+            "order by all",
+            [list(schemas)],
+        ).fetchall()
+        for schema, table in tables:
+            name = f"{_quoted(schema)}.{_quoted(table)}"
+            con.execute(f"create schema if not exists snap.{_quoted(schema)}")
+            con.execute(f"create table snap.{name} as select * from warehouse.{name}")
+            row = con.execute(f"select count(*) from snap.{name}").fetchone()
+            counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+        con.execute(f"create schema snap.{META_SCHEMA}")
+        con.execute(
+            f"create table snap.{META_SCHEMA}.{VERSION_TABLE} "
+            "(run_id varchar not null, built_at timestamp not null)"
+        )
+        con.execute(
+            f"insert into snap.{META_SCHEMA}.{VERSION_TABLE} values (?, ?)", [run_id, built_at]
+        )
+        con.execute(
+            f"create table snap.{META_SCHEMA}.{TABLES_TABLE} "
+            "(table_schema varchar not null, table_name varchar not null, "
+            "row_count bigint not null)"
+        )
+        for qualified, rows in counts.items():
+            schema, table = qualified.split(".", 1)
+            con.execute(
+                f"insert into snap.{META_SCHEMA}.{TABLES_TABLE} values (?, ?, ?)",
+                [schema, table, rows],
+            )
+        # Everything into the main file now: a leftover .wal would not travel with the rename.
+        con.execute("checkpoint snap")
+        con.execute("detach snap")
+        con.execute("detach warehouse")
+    return SnapshotVersion(run_id=run_id, built_at=built_at, row_counts=counts)
+
+
+def publish_snapshot(
+    warehouse: Path, target: Path, run_id: str, schemas: Sequence[str] = ("marts",)
+) -> SnapshotVersion:
+    """Copy every table of ``schemas`` from the warehouse into a new file, then swap it in."""
+    if not warehouse.exists():
+        raise FileNotFoundError(
+            f"no warehouse at {warehouse}; build the marts first (`sluice materialize`)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{run_id}.partial")
+    leftovers = (partial, partial.with_name(partial.name + ".wal"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    try:
+        version = _copy_tables(warehouse, partial, run_id, schemas)
+        # On disk before the rename, so a crash never leaves a half-written snapshot in place.
+        _fsync(partial)
+        os.replace(partial, target)
+        _fsync(target.parent)
+    finally:
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+    return version
+
+
+def connect_snapshot(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the snapshot; it never waits for or blocks the pipeline."""
+    if not path.exists():
+        raise SnapshotMissing(
+            f"no serving snapshot at {path}; it is published after each build "
+            "(run `sluice materialize --start D1 --end D2`)"
+        )
+    return duckdb.connect(str(path), read_only=True)
+
+
+def read_version(con: duckdb.DuckDBPyConnection) -> SnapshotVersion:
+    """The version recorded in an open snapshot."""
+    row = con.execute(f"select run_id, built_at from {META_SCHEMA}.{VERSION_TABLE}").fetchone()
+    if row is None:
+        raise ValueError(f"the snapshot has no row in {META_SCHEMA}.{VERSION_TABLE}")
+    tables = con.execute(
+        f"select table_schema, table_name, row_count from {META_SCHEMA}.{TABLES_TABLE} order by all"
+    ).fetchall()
+    counts = {f"{schema}.{table}": int(rows) for schema, table, rows in tables}
+    return SnapshotVersion(run_id=row[0], built_at=row[1], row_counts=counts)
