@@ -4,12 +4,17 @@ write ``bench/results/<size>.json`` and the size's section of ``docs/benchmarks.
 A benchmark whose output differs from its baseline's fails the run (exit status 1) and its
 figures are not reported. The work folder (generated data, one data directory per benchmark)
 is a temporary folder, removed at the end unless ``--keep`` is given.
+
+The code benchmarked is a snapshot of the committed HEAD (``git archive``), not the working
+tree: other people's half-made edits never leak into the figures, and the report names the
+commit. ``--source DIR`` benchmarks another checkout instead (``--source .`` the working tree).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +27,7 @@ from bench import backfill, end_to_end, generator, history, ingest, load, memory
 from bench.context import Context
 from bench.measure import MismatchError
 from bench.sizes import SIZES
+from sluice.settings import REPO_DIR
 
 BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "generator": generator.run,
@@ -34,6 +40,21 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
+def snapshot_head(work: Path) -> tuple[Path, str]:
+    """The committed HEAD, extracted into ``work/source``; returns (folder, commit)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO_DIR, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    source = work / "source"
+    source.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", "HEAD"], cwd=REPO_DIR, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    return source, commit
+
+
 def run_all(
     size: str,
     work: Path,
@@ -41,8 +62,15 @@ def run_all(
     repeats: int | None = None,
     keep: bool = False,
     write: bool = True,
+    source: Path | None = None,
 ) -> dict[str, Any]:
-    ctx = Context(SIZES[size], work, repeats or SIZES[size].repeats, keep=keep)
+    if source is None:
+        source, code = snapshot_head(work)
+        code = f"commit {code} (a snapshot of HEAD)"
+    else:
+        source = source.resolve()
+        code = f"the checkout {source}"
+    ctx = Context(SIZES[size], work, source, repeats or SIZES[size].repeats, keep=keep)
     started = time.perf_counter()
     results: dict[str, Any] = {}
     failed = False
@@ -70,6 +98,7 @@ def run_all(
         "finished": report.now(),
         "seconds": time.perf_counter() - started,
         "repeats": ctx.repeats,
+        "code": code,
         "machine": report.machine(),
         "benchmarks": results,
         "failed": failed,
@@ -86,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="runs per measurement (default per size)")
     parser.add_argument("--work", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--source", type=Path, help="checkout to benchmark (default: a snapshot of HEAD)"
+    )
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else None
     unknown = set(only or []) - set(BENCHMARKS)
@@ -93,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmarks {sorted(unknown)}; choose from {sorted(BENCHMARKS)}")
     work = args.work or Path(tempfile.mkdtemp(prefix=f"sluice-bench-{args.size}-"))
     try:
-        run = run_all(args.size, work, only, args.repeats, args.keep)
+        run = run_all(args.size, work, only, args.repeats, args.keep, source=args.source)
     finally:
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)

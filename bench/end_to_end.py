@@ -28,8 +28,8 @@ def run(ctx: Context) -> dict[str, Any]:
         data_dir.land(data.files)
         database = data_dir.root / "baseline.duckdb"
         params = {"first": data.first_day.isoformat(), "last": data.last_day.isoformat()}
-        base = run_worker("baseline_marts", {"files": files, "database": database})
-        ours = run_worker("sluice_materialize", params, env=data_dir.env)
+        base = run_worker("baseline_marts", {"files": files, "database": database}, ctx.source)
+        ours = run_worker("sluice_materialize", params, ctx.source, env=data_dir.env)
         got = data_dir.marts(data.first_day, data.last_day)
         with duckdb.connect(str(database), read_only=True) as con:
             want = (

@@ -33,13 +33,18 @@ def run(ctx: Context) -> dict[str, Any]:
                         "users": size.month_users,
                         "seed": SEED,
                     },
+                    ctx.source,
                 )
             )
             expect_equal(
                 "generator: bytes written", runs[-1].result["bytes"], runs[0].result["bytes"]
             )
         copies.append(
-            run_worker("copy_files", {"files": runs[0].result["files"], "out": scratch / "copy"})
+            run_worker(
+                "copy_files",
+                {"files": runs[0].result["files"], "out": scratch / "copy"},
+                ctx.source,
+            )
         )
         expect_equal("generator: lines", copies[-1].result["lines"], runs[0].result["lines"])
         if not ctx.keep:

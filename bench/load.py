@@ -25,7 +25,7 @@ def run(ctx: Context) -> dict[str, Any]:
         database = data_dir.root / "baseline.duckdb"
 
         def measure_baseline(database=database):  # type: ignore[no-untyped-def]
-            return run_worker("baseline_load", {"files": files, "database": database})
+            return run_worker("baseline_load", {"files": files, "database": database}, ctx.source)
 
         # Alternate the order so that neither side always runs on a warm page cache.
         if repeat % 2 == 0:

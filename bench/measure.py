@@ -108,10 +108,13 @@ def run_process(
     return Run(seconds, peak, result)
 
 
-def run_worker(task: str, params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Run:
-    """Run ``bench.worker`` ``task`` with ``params`` in a fresh Python process."""
+def run_worker(
+    task: str, params: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None
+) -> Run:
+    """Run ``bench.worker`` ``task`` with ``params`` in a fresh Python process that imports
+    Sluice from the checkout ``source`` (the code being benchmarked)."""
     args = [sys.executable, "-m", "bench.worker", task, json.dumps(params, default=str)]
-    return run_process(args, env=env)
+    return run_process(args, env={**(env or {}), "PYTHONPATH": str(source)}, cwd=source)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ def run(ctx: Context, history: dict[str, Any] | None = None) -> dict[str, Any]:
     base_runs = []
     for _ in range(ctx.repeats):
         database.unlink(missing_ok=True)
-        base_runs.append(run_worker("baseline_marts", {"files": files, "database": database}))
+        base_runs.append(
+            run_worker("baseline_marts", {"files": files, "database": database}, ctx.source)
+        )
     with duckdb.connect(str(database), read_only=True) as con:
         want = (
             con.execute(baseline.DAU_QUERY).fetchall(),

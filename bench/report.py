@@ -119,7 +119,8 @@ def markdown(size: str, run: dict[str, Any]) -> str:
         "",
         f"Measured {run['finished']} on {info['cpu']}, {info['cores']} cores, "
         f"{info['memory_gib']} GiB, {info['os']}; Python {info['python']}, {versions}; "
-        f"commit {info['commit']}. {run['repeats']} runs of each measurement; "
+        f"code: {run.get('code', 'commit ' + info['commit'])}. "
+        f"{run['repeats']} runs of each measurement; "
         f"the run took {run['seconds'] / 60:.1f} minutes. Ratios are median over median; "
         "times are seconds of the work itself (without interpreter start-up) except for "
         "dbt, where they are whole invocations.",

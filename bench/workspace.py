@@ -18,7 +18,7 @@ import duckdb
 
 from bench.measure import Run, run_process, run_worker
 from bench.sizes import FIRST_DAY
-from sluice.settings import DBT_PROJECT_DIR, dbt_executable
+from sluice.settings import dbt_executable
 
 SEED = 7
 
@@ -48,11 +48,12 @@ class Dataset:
         return [f for f in self.files if f.name in wanted]
 
 
-def generate_dataset(work: Path, name: str, days: int, users: int) -> Dataset:
+def generate_dataset(work: Path, source: Path, name: str, days: int, users: int) -> Dataset:
     out = work / "datasets" / name
     run = run_worker(
         "generate",
         {"out": out, "start": FIRST_DAY.isoformat(), "days": days, "users": users, "seed": SEED},
+        source,
     )
     files = [Path(f) for f in run.result["files"]]
     return Dataset(name, FIRST_DAY, days, files, run.result["events"], run.result["lines"], run)
@@ -64,6 +65,8 @@ class DataDir:
 
     root: Path
     start_date: dt.date
+    # The checkout whose code runs (see bench/__main__.py: a snapshot of HEAD by default).
+    source: Path
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,22 +102,23 @@ class DataDir:
                     target.write_bytes(source.read_bytes())
 
     def load(self) -> Run:
-        return run_worker("sluice_load", {}, env=self.env)
+        return run_worker("sluice_load", {}, self.source, env=self.env)
 
     def dbt(self, command: list[str], first: dt.date | None, last: dt.date | None) -> DbtRun:
         """``dbt <command>`` over first..last (both None: the whole history), timed."""
+        project = self.source / "dbt_project"
         args = [dbt_executable(), *command]
         if first is not None and last is not None:
             window = {"start_date": first.isoformat(), "end_date": last.isoformat()}
             args += ["--vars", json.dumps(window)]
         target = self.root / "dbt_target"
         args += [
-            "--project-dir", str(DBT_PROJECT_DIR),
-            "--profiles-dir", str(DBT_PROJECT_DIR),
+            "--project-dir", str(project),
+            "--profiles-dir", str(project),
             "--target-path", str(target),
             "--log-path", str(self.root / "dbt_logs"),
         ]  # fmt: skip
-        run = run_process(args, env=self.env, cwd=DBT_PROJECT_DIR, log=self.log)
+        run = run_process(args, env=self.env, cwd=project, log=self.log)
         results = json.loads((target / "run_results.json").read_text())
         return DbtRun(run, results)
 

@@ -16,10 +16,11 @@ import pytest
 from bench import load
 from bench.__main__ import run_all
 from bench.measure import MismatchError, expect_rows_equal, run_worker
+from sluice.settings import REPO_DIR
 
 
 def test_load_benchmark_measures_and_checks(tmp_path: Path) -> None:
-    run = run_all("XS", tmp_path, only=["load"], repeats=1, write=False)
+    run = run_all("XS", tmp_path, only=["load"], repeats=1, write=False, source=REPO_DIR)
 
     result = run["benchmarks"]["load"]
     assert not run["failed"], result
@@ -32,14 +33,16 @@ def test_load_benchmark_measures_and_checks(tmp_path: Path) -> None:
 def test_a_baseline_with_different_output_fails_the_benchmark(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def baseline_missing_a_file(task: str, params: dict[str, Any], env: Any = None) -> Any:
+    def baseline_missing_a_file(
+        task: str, params: dict[str, Any], source: Path, env: Any = None
+    ) -> Any:
         if task == "baseline_load":
             params = {**params, "files": params["files"][:-1]}
-        return run_worker(task, params, env)
+        return run_worker(task, params, source, env)
 
     monkeypatch.setattr(load, "run_worker", baseline_missing_a_file)
 
-    run = run_all("XS", tmp_path, only=["load"], repeats=1, write=False)
+    run = run_all("XS", tmp_path, only=["load"], repeats=1, write=False, source=REPO_DIR)
 
     assert run["failed"]
     assert "output differs from the baseline" in run["benchmarks"]["load"]["error"]
