@@ -30,15 +30,23 @@
 {% endmacro %}
 
 
-{#- A predicate that keeps the rows of `column` (a date) inside the window. -#}
-{% macro in_partition_window(column) %}
+{#-
+    A predicate that keeps the rows of `column` (a date) inside the window, widened by
+    `days_before` days before its start and `days_after` days after its end (for models whose
+    rows depend on the events of nearby days, such as rolling counts and 7-day funnels).
+-#}
+{% macro in_partition_window(column, days_before=0, days_after=0) %}
     {%- set window = partition_window() -%}
     {%- set conditions = [] -%}
     {%- if window['start_date'] is not none -%}
-        {%- do conditions.append(column ~ " >= cast('" ~ window['start_date'] ~ "' as date)") -%}
+        {%- set widen = modules.datetime.timedelta(days=days_before | int) -%}
+        {%- set first = window['start_date'] - widen -%}
+        {%- do conditions.append(column ~ " >= cast('" ~ first ~ "' as date)") -%}
     {%- endif -%}
     {%- if window['end_date'] is not none -%}
-        {%- do conditions.append(column ~ " <= cast('" ~ window['end_date'] ~ "' as date)") -%}
+        {%- set widen = modules.datetime.timedelta(days=days_after | int) -%}
+        {%- set last = window['end_date'] + widen -%}
+        {%- do conditions.append(column ~ " <= cast('" ~ last ~ "' as date)") -%}
     {%- endif -%}
     {{- conditions | join(' and ') if conditions else 'true' -}}
 {% endmacro %}

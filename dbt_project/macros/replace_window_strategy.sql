@@ -7,7 +7,13 @@
     The model names its partition column (a date) in its meta:
         config(meta={'partition_column': 'event_date'})
     Rows the model returns outside the window are not inserted, because the window is all the
-    run deletes. Rows are inserted in the order the model returns them (DuckDB's default
+    run deletes.
+
+    A model whose rows for other days depend on the window's events (a rolling 28-day count,
+    a 7-day funnel) widens the window it replaces in its meta, by whole days:
+        config(meta={'partition_column': 'event_date', 'replaces_days_after': 27})
+    (or 'replaces_days_before'), and computes those days with in_partition_window(column,
+    days_before, days_after). Rows are inserted in the order the model returns them (DuckDB's default
     preserve_insertion_order), so a model that ends with an `order by` keeps its table sorted
     for DuckDB's zone maps, on the first build and on every window run.
 -#}
@@ -34,12 +40,17 @@
         ) }}
     {%- endif -%}
     {%- set columns_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    {%- set replaced = in_partition_window(
+        partition_column,
+        config.meta_get('replaces_days_before') or 0,
+        config.meta_get('replaces_days_after') or 0,
+    ) -%}
 
     delete from {{ arg_dict['target_relation'] }}
-    where {{ in_partition_window(partition_column) }};
+    where {{ replaced }};
 
     insert into {{ arg_dict['target_relation'] }} ({{ columns_csv }})
     select {{ columns_csv }}
     from {{ arg_dict['temp_relation'] }}
-    where {{ in_partition_window(partition_column) }}
+    where {{ replaced }}
 {%- endmacro %}

@@ -140,6 +140,10 @@ def test_warehouse_has_the_documented_schemas(built_warehouse: BuiltWarehouse) -
         ("core", "fct_events"),
         ("marts", "dau"),
         ("marts", "revenue_daily"),
+        ("marts", "wau_mau"),
+        ("marts", "event_counts_daily"),
+        ("marts", "funnel_daily"),
+        ("marts", "retention_weekly"),
         ("reference", "currency_rates"),
     }
 
