@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingestion.api.keys import KeyFileError, KeyStore
-from ingestion.api.messages import TimestampParser, stamp
+from ingestion.api.messages import TimestampParser, iso, stamp
 from ingestion.api.metrics import Metrics
 from ingestion.api.ratelimit import RateLimiter
 from ingestion.api.segments import GroupCommitter, SegmentWriter, lock_landing, recover
@@ -224,6 +224,7 @@ class IngestApi:
             messages, message_kind = batch, None
             sent_at, context = doc.get("sentAt"), doc.get("context")
         received_at = dt.datetime.now(dt.UTC)
+        received_at_text = iso(received_at)
         lines: list[bytes] = []
         errors: list[dict[str, Any]] = []
         rejected: list[str] = []
@@ -235,6 +236,7 @@ class IngestApi:
                 kind=message_kind,
                 batch_sent_at=sent_at,
                 batch_context=context,
+                received_at_text=received_at_text,
             )
             if len(stamped.line) > MAX_MESSAGE_BYTES:
                 raise HttpError(

@@ -39,6 +39,7 @@ _FAST_TIMESTAMP = re.compile(
 )
 _MESSAGE_TYPES = frozenset(MESSAGE_TYPES)
 _OBJECT_FIELDS = ("properties", "traits", "context")
+_TIMESTAMP_FIELDS = ("timestamp", "sentAt", "receivedAt")
 
 
 class TimestampParser:
@@ -46,6 +47,8 @@ class TimestampParser:
 
     def __init__(self) -> None:
         self._local = threading.local()
+        # A batch's messages share their sentAt: remember the last answer.
+        self._last: tuple[str, dt.datetime | None] = ("", None)
 
     def _duckdb(self) -> duckdb.DuckDBPyConnection:
         con = getattr(self._local, "con", None)
@@ -54,6 +57,15 @@ class TimestampParser:
             con.execute("set TimeZone = 'UTC'")
             self._local.con = con
         return con
+
+    def parse_repeated(self, text: str) -> dt.datetime | None:
+        """``parse`` for a text likely equal to the previous one (a batch's sentAt)."""
+        last_text, last_value = self._last
+        if text == last_text:
+            return last_value
+        value = self.parse(text)
+        self._last = (text, value)
+        return value
 
     def parse(self, text: str) -> dt.datetime | None:
         if _FAST_TIMESTAMP.match(text):
@@ -103,10 +115,13 @@ def _timestamp_text(value: Any) -> str | None:
     return _text(value)
 
 
-def contract_reason(doc: Any, timestamps: TimestampParser) -> str | None:
+def contract_reason(
+    doc: Any, timestamps: TimestampParser, valid: frozenset[str] = frozenset()
+) -> str | None:
     """The loader's reason for rejecting ``doc``, or None when the loader accepts it.
 
     Mirrors ``ingestion.landing._VALIDATE_SQL`` check for check, in the same order.
+    ``valid`` names timestamp fields already known to parse (the caller parsed them).
     """
     if not isinstance(doc, dict):
         return "not a JSON object"
@@ -122,7 +137,9 @@ def contract_reason(doc: Any, timestamps: TimestampParser) -> str | None:
         return f"messageId longer than {MAX_MESSAGE_ID_LENGTH} characters"
     if kind == "track" and _text(doc.get("event")) is None:
         return "track message without event"
-    for field in ("timestamp", "sentAt", "receivedAt"):
+    for field in _TIMESTAMP_FIELDS:
+        if field in valid:
+            continue
         text = _timestamp_text(doc.get(field))
         if text is None:
             if field == "timestamp":
@@ -135,6 +152,35 @@ def contract_reason(doc: Any, timestamps: TimestampParser) -> str | None:
         if value is not None and not isinstance(value, dict):
             return f"{field} is not an object"
     return None
+
+
+def _plainly_valid(doc: dict[str, Any]) -> bool:
+    """The common case, decided in a few lookups: strings where the contract wants text,
+    objects where it wants objects, timestamps already known to parse. False means "ask
+    ``contract_reason``", not "invalid"."""
+    kind = doc.get("type")
+    user_id = doc.get("userId")
+    message_id = doc.get("messageId")
+    if (
+        not isinstance(kind, str)
+        or kind not in _MESSAGE_TYPES
+        or not isinstance(message_id, str)
+        or not 0 < len(message_id) <= MAX_MESSAGE_ID_LENGTH
+    ):
+        return False
+    if not (user_id.__class__ is str and user_id) and not (
+        doc.get("anonymousId").__class__ is str and doc.get("anonymousId")
+    ):
+        return False
+    if kind == "track":
+        event = doc.get("event")
+        if event.__class__ is not str or not event:
+            return False
+    for field in _OBJECT_FIELDS:
+        value = doc.get(field)
+        if value is not None and value.__class__ is not dict:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -161,6 +207,7 @@ def stamp(
     kind: str | None = None,
     batch_sent_at: Any = None,
     batch_context: Any = None,
+    received_at_text: str | None = None,
 ) -> Stamped:
     """Set receivedAt, messageId, a skew-corrected timestamp; predict the loader's verdict.
 
@@ -172,7 +219,9 @@ def stamp(
     doc.pop("writeKey", None)
     if kind is not None:
         doc["type"] = kind
-    doc["receivedAt"] = iso(received_at)
+    received_text = received_at_text or iso(received_at)
+    doc["receivedAt"] = received_text
+    valid = {"receivedAt"}
     if _text(doc.get("messageId")) is None:
         doc["messageId"] = f"api-{uuid.uuid4()}"
     if doc.get("sentAt") is None and batch_sent_at is not None:
@@ -181,13 +230,18 @@ def stamp(
         doc["context"] = batch_context
     corrected: dt.datetime | None = None
     original = doc.get("timestamp")
+    sent_at_text = doc.get("sentAt")
+    sent_at = timestamps.parse_repeated(sent_at_text) if isinstance(sent_at_text, str) else None
+    if sent_at is not None or sent_at_text is None:
+        valid.add("sentAt")
     if original is None:
         corrected = received_at
-        doc["timestamp"] = iso(received_at)
+        doc["timestamp"] = received_text
+        valid.add("timestamp")
     elif isinstance(original, str):
         timestamp = timestamps.parse(original)
-        sent_at_text = doc.get("sentAt")
-        sent_at = timestamps.parse(sent_at_text) if isinstance(sent_at_text, str) else None
+        if timestamp is not None:
+            valid.add("timestamp")
         if timestamp is not None and sent_at is not None:
             # Segment's skew correction: the client's clock is off by (sentAt - receivedAt).
             try:
@@ -196,12 +250,17 @@ def stamp(
                 corrected = timestamp
             else:
                 doc["originalTimestamp"] = original
-                doc["timestamp"] = iso(corrected)
+                # received_at is UTC, and so is the result: no conversion needed.
+                doc["timestamp"] = corrected.isoformat(timespec="milliseconds")[:-6] + "Z"
         else:
             corrected = timestamp
-    reason = contract_reason(doc, timestamps)
+    reason = (
+        None
+        if len(valid) == 3 and _plainly_valid(doc)
+        else contract_reason(doc, timestamps, frozenset(valid))
+    )
     if reason is None and corrected is not None and corrected - received_at > MAX_FUTURE:
         reason = REJECTED_BY_API_PREFIX + FUTURE_REASON
-        wrapper = {"type": reason, "receivedAt": doc["receivedAt"], "message": doc}
+        wrapper = {"type": reason, "receivedAt": received_text, "message": doc}
         return Stamped(dumps(wrapper), f'unknown type "{reason}"')
     return Stamped(dumps(doc), reason)

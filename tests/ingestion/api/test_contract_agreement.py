@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ingestion.api.messages import TimestampParser, stamp
 from ingestion.landing import parse_file
-from tests.ingestion.api.strategies import messages, timestamps
+from tests.ingestion.api.strategies import good_messages, messages, timestamps
 
 PARSER = TimestampParser()
 # Numbers and objects quoted in a reason are spelled by DuckDB and Python in their own ways
@@ -44,7 +44,9 @@ def loader_verdict(tmp_path: Path, line: bytes) -> str | None:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(message=messages(), batch_sent_at=st.one_of(st.none(), timestamps()))
+@given(
+    message=st.one_of(messages(), good_messages()), batch_sent_at=st.one_of(st.none(), timestamps())
+)
 def test_api_and_loader_agree_on_every_message(
     tmp_path: Path, message: Any, batch_sent_at: Any
 ) -> None:
