@@ -39,8 +39,8 @@ START, END = "<!-- bench:ingest_api:start -->", "<!-- bench:ingest_api:end -->"
 BATCH_SIZE = 100
 BODIES = 64
 PHASE_SECONDS = 4.0
-BATCH_CONNECTIONS = 8
-SINGLE_CONNECTIONS = 32
+BATCH_CONNECTIONS = 32
+SINGLE_CONNECTIONS = 64
 TARGETS = {"batched_events_per_s": 50_000, "single_requests_per_s": 2_000, "p99_ms": 50.0}
 
 

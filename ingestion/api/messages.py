@@ -21,8 +21,7 @@ import json
 import re
 import threading
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import orjson
@@ -183,8 +182,7 @@ def _plainly_valid(doc: dict[str, Any]) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class Stamped:
+class Stamped(NamedTuple):
     """One message ready to append: its JSON line, and the reason it will be rejected."""
 
     line: bytes
@@ -221,7 +219,6 @@ def stamp(
         doc["type"] = kind
     received_text = received_at_text or iso(received_at)
     doc["receivedAt"] = received_text
-    valid = {"receivedAt"}
     if _text(doc.get("messageId")) is None:
         doc["messageId"] = f"api-{uuid.uuid4()}"
     if doc.get("sentAt") is None and batch_sent_at is not None:
@@ -232,16 +229,15 @@ def stamp(
     original = doc.get("timestamp")
     sent_at_text = doc.get("sentAt")
     sent_at = timestamps.parse_repeated(sent_at_text) if isinstance(sent_at_text, str) else None
-    if sent_at is not None or sent_at_text is None:
-        valid.add("sentAt")
+    sent_at_valid = sent_at is not None or sent_at_text is None
+    timestamp_valid = False
     if original is None:
         corrected = received_at
         doc["timestamp"] = received_text
-        valid.add("timestamp")
+        timestamp_valid = True
     elif isinstance(original, str):
         timestamp = timestamps.parse(original)
-        if timestamp is not None:
-            valid.add("timestamp")
+        timestamp_valid = timestamp is not None
         if timestamp is not None and sent_at is not None:
             # Segment's skew correction: the client's clock is off by (sentAt - receivedAt).
             try:
@@ -254,11 +250,15 @@ def stamp(
                 doc["timestamp"] = corrected.isoformat(timespec="milliseconds")[:-6] + "Z"
         else:
             corrected = timestamp
-    reason = (
-        None
-        if len(valid) == 3 and _plainly_valid(doc)
-        else contract_reason(doc, timestamps, frozenset(valid))
-    )
+    if sent_at_valid and timestamp_valid and _plainly_valid(doc):
+        reason = None
+    else:
+        valid = {"receivedAt"}
+        if sent_at_valid:
+            valid.add("sentAt")
+        if timestamp_valid:
+            valid.add("timestamp")
+        reason = contract_reason(doc, timestamps, frozenset(valid))
     if reason is None and corrected is not None and corrected - received_at > MAX_FUTURE:
         reason = REJECTED_BY_API_PREFIX + FUTURE_REASON
         wrapper = {"type": reason, "receivedAt": received_text, "message": doc}
