@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ingestion.landing import LANDING_SUFFIX
 
@@ -43,14 +44,29 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def close_segment(path: Path) -> Path | None:
-    """Cut a torn last line, fsync, rename ``x.jsonl.tmp`` to ``x.jsonl``; drop it if empty."""
+def _complete_length(handle: BinaryIO, size: int, chunk: int = 1 << 16) -> int:
+    """Bytes up to and including the last newline, found by reading backwards from the end."""
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        handle.seek(start)
+        found = handle.read(end - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
+
+
+def close_segment(path: Path, complete: bool = False) -> Path | None:
+    """Cut a torn last line, fsync, rename ``x.jsonl.tmp`` to ``x.jsonl``; drop it if empty.
+
+    ``complete`` says the writer knows the file ends with a whole line (no scan needed).
+    """
     with path.open("r+b") as handle:
-        data = handle.read()
-        keep = data.rfind(b"\n") + 1
-        if keep < len(data):
+        size = os.fstat(handle.fileno()).st_size
+        keep = size if complete else _complete_length(handle, size)
+        if keep < size:
             handle.truncate(keep)
-        handle.flush()
         os.fsync(handle.fileno())
     if keep == 0:
         path.unlink()
@@ -133,10 +149,15 @@ class SegmentWriter:
             for segment, _ in touched:
                 os.fsync(segment.fd)
         except BaseException:
+            # Cut each touched segment back to its last answered line and close it; the next
+            # write opens a fresh segment, so no later line follows a torn one.
             for segment, size in touched:
                 with contextlib.suppress(OSError):
                     os.ftruncate(segment.fd, size)
-                    segment.size = size
+                self._open = {k: v for k, v in self._open.items() if v is not segment}
+                with contextlib.suppress(OSError):
+                    os.close(segment.fd)
+                    close_segment(segment.path)
             raise
         self.rotate(lambda segment: segment.size >= self.max_bytes)
 
@@ -153,7 +174,8 @@ class SegmentWriter:
             if due(segment):
                 del self._open[source]
                 os.close(segment.fd)
-                path = close_segment(segment.path)
+                # Only whole lines are ever written (a failed write is cut back).
+                path = close_segment(segment.path, complete=True)
                 if path is not None:
                     closed.append(path)
         return closed

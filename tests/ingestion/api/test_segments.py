@@ -36,10 +36,13 @@ def test_recovery_keeps_complete_lines_and_drops_a_torn_one(tmp_path: Path) -> N
     folder.mkdir(parents=True)
     (folder / "a.jsonl.tmp").write_bytes(b'{"n": 1}\n{"n": 2}\n{"n": ')
     (folder / "b.jsonl.tmp").write_bytes(b'{"n": ')
-    (closed,) = recover(tmp_path / "sources")
-    assert closed.name == "a.jsonl"
-    assert closed.read_bytes() == b'{"n": 1}\n{"n": 2}\n'
-    assert sorted(p.name for p in folder.iterdir()) == ["a.jsonl"]
+    lines = b"".join(b'{"n": %d}\n' % n for n in range(20_000))
+    (folder / "c.jsonl.tmp").write_bytes(lines + b'{"torn": "' + b"x" * 200_000)
+    a, c = recover(tmp_path / "sources")
+    assert a.name == "a.jsonl"
+    assert a.read_bytes() == b'{"n": 1}\n{"n": 2}\n'
+    assert c.read_bytes() == lines
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jsonl", "c.jsonl"]
 
 
 def test_a_second_server_on_the_same_landing_area_is_refused(tmp_path: Path) -> None:
