@@ -10,12 +10,16 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from sluice.settings import Settings, SettingsError, load_settings, parse_date, record_start_date
+
+if TYPE_CHECKING:
+    from ingestion.api.keys import KeyStore
 
 # Bound to the terminal now: runs send dbt's own console output to the run log.
 console = Console(file=sys.stdout)
@@ -231,7 +235,7 @@ def keys() -> None:
     """Write keys of the ingest API: one per source, stored as hashes only."""
 
 
-def _key_store():  # type: ignore[no-untyped-def]
+def _key_store() -> KeyStore:
     from ingestion.api.keys import KeyStore
 
     return KeyStore(_settings().api_keys_path)
