@@ -25,46 +25,77 @@ FILES_SOURCE = "files"
 # Neither byte can appear unescaped inside a JSON text, so no valid line is ever split by it.
 _NO_DELIMITER = "\x1f"
 
+# Field paths read from every line. Each JSON function call parses the line again, so the
+# fields are extracted with one call per kind (text, type, JSON value) for all paths at once:
+# five parses per line instead of about twenty, which made parsing the slowest step of a load.
+_TEXT_PATHS = (
+    "$.type",
+    "$.messageId",
+    "$.userId",
+    "$.anonymousId",
+    "$.event",
+    "$.name",
+    "$.timestamp",
+    "$.sentAt",
+    "$.receivedAt",
+)
+_OBJECT_PATHS = ("$.properties", "$.traits", "$.context")
+
 _VALIDATE_SQL = f"""
 create or replace temp table checked as
 with docs as (
     select
         line_number,
         raw_line,
-        case when json_valid(raw_line) then json(raw_line) end as doc
+        json_valid(raw_line) as is_json
     from lines
     where trim(raw_line) <> ''
+),
+
+parsed as (
+    select
+        line_number,
+        raw_line,
+        is_json,
+        case when is_json then json_type(raw_line) end as doc_type,
+        case when is_json then json_extract_string(raw_line, {list(_TEXT_PATHS)}) end as texts,
+        case when is_json then json_type(raw_line, {list(_OBJECT_PATHS)}) end as object_types,
+        case when is_json then json_extract(raw_line, {list(_OBJECT_PATHS)}) end as objects
+    from docs
 ),
 
 fields as (
     select
         line_number,
         raw_line,
-        doc,
-        json_type(doc) as doc_type,
-        nullif(doc ->> '$.type', '') as type,
-        nullif(doc ->> '$.messageId', '') as message_id,
-        nullif(doc ->> '$.userId', '') as user_id,
-        nullif(doc ->> '$.anonymousId', '') as anonymous_id,
-        nullif(doc ->> '$.event', '') as event,
-        nullif(doc ->> '$.name', '') as name,
-        doc ->> '$.timestamp' as timestamp_text,
-        doc ->> '$.sentAt' as sent_at_text,
-        doc ->> '$.receivedAt' as received_at_text,
-        try_cast(doc ->> '$.timestamp' as timestamptz) as timestamp,
-        try_cast(doc ->> '$.sentAt' as timestamptz) as sent_at,
-        try_cast(doc ->> '$.receivedAt' as timestamptz) as received_at,
-        json_type(doc, '$.properties') as properties_type,
-        json_type(doc, '$.traits') as traits_type,
-        json_type(doc, '$.context') as context_type
-    from docs
+        is_json,
+        doc_type,
+        nullif(texts[1], '') as type,
+        nullif(texts[2], '') as message_id,
+        nullif(texts[3], '') as user_id,
+        nullif(texts[4], '') as anonymous_id,
+        nullif(texts[5], '') as event,
+        nullif(texts[6], '') as name,
+        texts[7] as timestamp_text,
+        texts[8] as sent_at_text,
+        texts[9] as received_at_text,
+        try_cast(texts[7] as timestamptz) as timestamp,
+        try_cast(texts[8] as timestamptz) as sent_at,
+        try_cast(texts[9] as timestamptz) as received_at,
+        object_types[1] as properties_type,
+        object_types[2] as traits_type,
+        object_types[3] as context_type,
+        cast(objects[1] as varchar) as properties,
+        cast(objects[2] as varchar) as traits,
+        cast(objects[3] as varchar) as context
+    from parsed
 ),
 
 checked as (
     select
         *,
         case
-            when doc is null then 'malformed JSON'
+            when not is_json then 'malformed JSON'
             when doc_type <> 'OBJECT' then 'not a JSON object'
             when type is null then 'missing field type'
             when type not in {MESSAGE_TYPES} then 'unknown type "' || type || '"'
@@ -101,9 +132,9 @@ select
     timestamp,
     sent_at,
     received_at,
-    cast(doc -> '$.properties' as varchar) as properties,
-    cast(doc -> '$.traits' as varchar) as traits,
-    cast(doc -> '$.context' as varchar) as context,
+    properties,
+    traits,
+    context,
     $source as _source,
     $source_file as _source_file,
     line_number as _line_number,
