@@ -14,6 +14,7 @@ from orchestration.ingest.assets import RAW_EVENTS_KEY, build_ingest_assets
 from orchestration.ingest.sensors import build_landing_sensor
 from orchestration.lib import daily_partitions
 from orchestration.serve.assets import build_serve_assets
+from orchestration.serve.reports import build_reports_job, build_reports_schedule
 from orchestration.transform.assets import (
     FACT_KEY,
     build_transform_assets,
@@ -62,6 +63,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "the serving snapshot."
         ),
     )
+    reports_job = build_reports_job(settings)
     check_job = dg.define_asset_job(
         CHECK_JOB,
         selection=not_the_yesterday_check,
@@ -70,7 +72,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[ingest, transform, serve],
         asset_checks=[yesterday_check],
-        jobs=[load_job, build_job, elt_job, check_job],
+        jobs=[load_job, build_job, elt_job, check_job, reports_job],
         schedules=[
             build_daily_schedule(elt_job),
             dg.ScheduleDefinition(
@@ -80,6 +82,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 execution_timezone="UTC",
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             ),
+            build_reports_schedule(reports_job),
         ],
         sensors=[
             build_landing_sensor(settings, load_job),

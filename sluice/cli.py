@@ -1,4 +1,5 @@
-"""The ``sluice`` command line: generate, load, materialize, demo, status, dev, serve, keys.
+"""The ``sluice`` command line: generate, load, materialize, demo, status, dev, serve, keys,
+report.
 
 Runs go through the Dagster instance in the data directory, so the UI shows them. Errors a
 user can cause print one line and exit non-zero. Settings come from ``sluice.settings``.
@@ -285,3 +286,71 @@ def keys_revoke(name: str) -> None:
     except KeyFileError as error:
         _fail(str(error))
     console.print(f"revoked the write key {name!r}")
+
+
+@main.group()
+def report() -> None:
+    """Saved reports (reports/*.yml) over the serving snapshot, as HTML or CSV files."""
+
+
+@report.command("list")
+def report_list() -> None:
+    """The saved reports, their schedules and charts."""
+    from serving.reports import ReportError, list_reports
+    from sluice.settings import REPORTS_DIR
+
+    try:
+        reports = list_reports(REPORTS_DIR)
+    except ReportError as error:
+        _fail(str(error))
+    table = Table(title=f"Saved reports ({REPORTS_DIR})")
+    for column in ("name", "description", "chart", "schedule"):
+        table.add_column(column)
+    for saved in reports:
+        chart = "" if saved.chart is None else f"{saved.chart.kind} of {', '.join(saved.chart.y)}"
+        schedule = f"{saved.schedule}, {saved.window_days} days" if saved.schedule else ""
+        table.add_row(saved.name, saved.description, chart, schedule)
+    console.print(table)
+
+
+@report.command("run")
+@click.argument("name")
+@click.option("--start", required=True, callback=_date, help="First day, YYYY-MM-DD.")
+@click.option("--end", required=True, callback=_date, help="Last day (included), YYYY-MM-DD.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "csv"]),
+    default="html",
+    show_default=True,
+    help="A self-contained HTML page with a chart, or CSV.",
+)
+@click.option(
+    "--email", is_flag=True, help="Also mail it to SLUICE_REPORT_EMAIL_TO via SLUICE_SMTP_HOST."
+)
+def report_run(name: str, start: dt.date, end: dt.date, fmt: str, email: bool) -> None:
+    """Run the saved report NAME for START..END on the serving snapshot and write a file."""
+    from serving.delivery import DeliveryError, send_report
+    from serving.reports import ReportError, find_report, query_report, write_report
+    from serving.snapshot import SnapshotMissing
+    from sluice.settings import REPORTS_DIR
+
+    settings = _settings()
+    try:
+        saved = find_report(REPORTS_DIR, name)
+        result = query_report(settings.serving_path, saved, start, end)
+        path = write_report(result, settings.reports_output_dir, fmt)
+        console.print(f"wrote {path}")
+        if email:
+            recipients = settings.report_email_to
+            send_report(
+                saved,
+                path,
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.report_email_from,
+                recipients,
+            )
+            console.print(f"mailed to {', '.join(recipients)}")
+    except (ReportError, SnapshotMissing, DeliveryError) as error:
+        _fail(str(error))

@@ -22,6 +22,11 @@ Environment variables (all optional; the defaults work on a laptop):
   picks it up) once it holds this many bytes. Default: 67108864 (64 MiB).
 - ``SLUICE_API_SEGMENT_SECONDS``: ... or once it has been open this many seconds.
   Default: 60.
+- ``SLUICE_SMTP_HOST``, ``SLUICE_SMTP_PORT``: an SMTP relay that scheduled reports (and
+  ``sluice report run --email``) are mailed through; plain SMTP, no login. Default: none, so
+  reports are only written to files; port 25.
+- ``SLUICE_REPORT_EMAIL_TO``: comma-separated recipients of the reports. Default: none.
+- ``SLUICE_REPORT_EMAIL_FROM``: the sender. Default: ``sluice@localhost``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_DIR / "dbt_project"
 DAGSTER_YAML_TEMPLATE = REPO_DIR / "orchestration" / "dagster.yaml"
 SAMPLE_DIR = REPO_DIR / "data" / "sample"
+# Saved reports (YAML); see serving/reports.py.
+REPORTS_DIR = REPO_DIR / "reports"
 
 
 def dbt_executable() -> str:
@@ -75,6 +82,10 @@ class Settings:
     api_burst: int = 50_000
     api_segment_bytes: int = 64 << 20
     api_segment_seconds: int = 60
+    smtp_host: str = ""
+    smtp_port: int = 25
+    report_email_to: tuple[str, ...] = ()
+    report_email_from: str = "sluice@localhost"
 
     @property
     def landing_dir(self) -> Path:
@@ -98,6 +109,11 @@ class Settings:
     def serving_path(self) -> Path:
         """The copy of the marts that BI tools and reports read (never the warehouse)."""
         return self.data_dir / "serving" / "sluice.duckdb"
+
+    @property
+    def reports_output_dir(self) -> Path:
+        """Where ``sluice report run`` and the report schedule write: <report>/<day>.<format>."""
+        return self.data_dir / "reports"
 
     @property
     def dlt_dir(self) -> Path:
@@ -165,6 +181,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_burst=_int(env, "SLUICE_API_BURST", 50_000, minimum=2500),
         api_segment_bytes=_int(env, "SLUICE_API_SEGMENT_BYTES", 64 << 20, minimum=1024),
         api_segment_seconds=_int(env, "SLUICE_API_SEGMENT_SECONDS", 60, minimum=1),
+        smtp_host=env.get("SLUICE_SMTP_HOST") or "",
+        smtp_port=_int(env, "SLUICE_SMTP_PORT", 25, minimum=1),
+        report_email_to=tuple(
+            address.strip()
+            for address in (env.get("SLUICE_REPORT_EMAIL_TO") or "").split(",")
+            if address.strip()
+        ),
+        report_email_from=env.get("SLUICE_REPORT_EMAIL_FROM") or "sluice@localhost",
     )
 
 

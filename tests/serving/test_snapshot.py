@@ -1,51 +1,31 @@
 """The serving snapshot as readers meet it: complete, never locked, open in DuckDB 1.x.
 
-One data directory is built once for the module (generate, then one Dagster run that loads,
-builds and publishes); the tests then read the snapshot as a BI tool or a notebook would.
+The data directory built once for tests/serving (conftest.py) is read here as a BI tool or a
+notebook would.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
-from ingestion.generator import generate
 from serving.snapshot import connect_snapshot, read_version
-from sluice.runs import materialize_range
-from sluice.settings import REPO_DIR, Settings, load_settings
+from sluice.settings import REPO_DIR, Settings
 from tests.serving import activity
+from tests.serving.conftest import DAYS, FIRST, LAST
 
 pytestmark = pytest.mark.slow
 
-DAYS = 10
-LAST = dt.date.today() - dt.timedelta(days=1)
-FIRST = LAST - dt.timedelta(days=DAYS - 1)
 DUCKDB1_PYTHON = REPO_DIR / ".venv-duckdb1" / "bin" / "python"
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    data_dir = tmp_path_factory.mktemp("serving") / "data"
-    env = {"SLUICE_DATA_DIR": str(data_dir), "SLUICE_START_DATE": FIRST.isoformat()}
-    settings = load_settings(env)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {**env, **settings.subprocess_env()}.items():
-            patch.setenv(key, value)
-        generate(settings.landing_dir, FIRST, DAYS, 200, seed=5)
-        outcome = materialize_range(settings, FIRST, LAST)
-        assert outcome.success, outcome.message
-        yield settings
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,364 @@
+"""Saved reports: a YAML file in ``reports/`` holds a query over the marts and a chart.
+
+A report runs against the serving snapshot (never the warehouse) for a range of days and
+writes ``<output dir>/<report name>/<end day>.html`` (one self-contained file: a table and an
+inline SVG chart, no scripts, nothing fetched) or ``.csv``. The file format::
+
+    name: daily_summary                # the file's name without .yml, [a-z0-9_]
+    description: Active users per day.
+    sql: |                             # over marts.*; :start and :end are the days given
+      select event_date, active_users from marts.dau
+      where event_date between :start and :end order by event_date
+    chart: {type: line, x: event_date, y: active_users}   # or bar; y may be a list
+    schedule: daily                    # optional: daily or weekly (Mondays)
+    window_days: 28                    # days a scheduled run covers, ending yesterday
+
+Reads nothing from the environment; callers pass the folders and the snapshot path.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from serving.snapshot import SnapshotVersion, connect_snapshot, read_version
+
+FORMATS = ("html", "csv")
+CHART_TYPES = ("line", "bar")
+SCHEDULES = ("daily", "weekly")
+_FIELDS = {"name", "description", "sql", "chart", "schedule", "window_days"}
+_NAME = re.compile(r"^[a-z0-9_]+$")
+# :start / :end, but not the second colon of a cast such as x::date.
+_PARAMETER = re.compile(r"(?<![:\w]):(start|end)\b")
+
+
+class ReportError(ValueError):
+    """A report file or run a user must fix; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Chart:
+    kind: str
+    x: str
+    y: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    description: str
+    sql: str
+    chart: Chart | None
+    schedule: str | None
+    window_days: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    report: Report
+    start: dt.date
+    end: dt.date
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    version: SnapshotVersion
+
+
+def _text(data: dict[str, Any], field: str, path: Path, required: bool = True) -> str:
+    value = data.get(field)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        raise ReportError(f"{path}: field {field!r} must be a non-empty string")
+    return value.strip()
+
+
+def _chart(value: Any, path: Path) -> Chart | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ReportError(f"{path}: field 'chart' must be a mapping with type, x and y")
+    kind = value.get("type")
+    if kind not in CHART_TYPES:
+        raise ReportError(f"{path}: chart.type must be one of {', '.join(CHART_TYPES)}")
+    x = value.get("x")
+    if not isinstance(x, str) or not x:
+        raise ReportError(f"{path}: chart.x must name a column of the query")
+    y = value.get("y")
+    ys = [y] if isinstance(y, str) else y
+    if not isinstance(ys, list) or not ys or not all(isinstance(c, str) and c for c in ys):
+        raise ReportError(f"{path}: chart.y must name a column of the query, or a list of them")
+    return Chart(kind=kind, x=x, y=tuple(ys))
+
+
+def load_report(path: Path) -> Report:
+    """Read and check one report file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ReportError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: expected a mapping with name, description, sql and chart")
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise ReportError(
+            f"{path}: unknown field {unknown[0]!r}; the fields are {', '.join(sorted(_FIELDS))}"
+        )
+    name = _text(data, "name", path)
+    if name != path.stem or not _NAME.match(name):
+        raise ReportError(
+            f"{path}: name {name!r} must equal the file name without .yml, in [a-z0-9_]"
+        )
+    sql = _text(data, "sql", path)
+    schedule = data.get("schedule")
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ReportError(f"{path}: schedule must be one of {', '.join(SCHEDULES)}, or absent")
+    window_days = data.get("window_days", 1)
+    if isinstance(window_days, bool) or not isinstance(window_days, int) or window_days < 1:
+        raise ReportError(f"{path}: window_days must be a whole number of days, at least 1")
+    return Report(
+        name=name,
+        description=_text(data, "description", path, required=False),
+        sql=sql,
+        chart=_chart(data.get("chart"), path),
+        schedule=schedule,
+        window_days=window_days,
+        path=path,
+    )
+
+
+def list_reports(reports_dir: Path) -> list[Report]:
+    return [load_report(path) for path in sorted(reports_dir.glob("*.yml"))]
+
+
+def find_report(reports_dir: Path, name: str) -> Report:
+    path = reports_dir / f"{name}.yml"
+    if not _NAME.match(name) or not path.is_file():
+        known = ", ".join(p.stem for p in sorted(reports_dir.glob("*.yml"))) or "none"
+        raise ReportError(f"no report {name!r} in {reports_dir} (reports: {known})")
+    return load_report(path)
+
+
+def query_report(snapshot: Path, report: Report, start: dt.date, end: dt.date) -> ReportResult:
+    """Run the report's SQL on the serving snapshot for start..end (both included)."""
+    if end < start:
+        raise ReportError(f"--end {end} is before --start {start}")
+    sql = _PARAMETER.sub(r"$\1", report.sql)
+    with connect_snapshot(snapshot) as con:
+        version = read_version(con)
+        try:
+            cursor = con.execute(sql, {"start": start, "end": end})
+        except duckdb.Error as error:
+            first_line = str(error).splitlines()[0]
+            raise ReportError(f"{report.path}: the sql failed: {first_line}") from None
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+    if report.chart is not None:
+        missing = [c for c in (report.chart.x, *report.chart.y) if c not in columns]
+        if missing:
+            raise ReportError(
+                f"{report.path}: chart column {missing[0]!r} is not in the query's columns "
+                f"({', '.join(columns)})"
+            )
+    return ReportResult(report, start, end, columns, rows, version)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float | Decimal):
+        return f"{value:,.4g}" if abs(float(value)) < 1 else f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_csv(result: ReportResult) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(result.columns)
+    for row in result.rows:
+        writer.writerow(["" if v is None else v for v in row])
+    return out.getvalue()
+
+
+_COLOURS = ("#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626")
+
+
+def _nice_top(value: float) -> float:
+    """A round number at or above value, for the top of the y axis."""
+    if value <= 0:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * magnitude >= value:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def render_svg(chart: Chart, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
+    """A line or bar chart as inline SVG: categories on x, one series per y column."""
+    width, height = 760, 320
+    left, right, top, bottom = 64, 16, 16, 56
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = [str(row[columns.index(chart.x)]) for row in rows]
+    series = [
+        [float(v) if _is_number(v) else 0.0 for v in (row[columns.index(name)] for row in rows)]
+        for name in chart.y
+    ]
+    y_top = _nice_top(max((v for values in series for v in values), default=0.0))
+
+    def y_at(value: float) -> float:
+        return top + plot_h - value / y_top * plot_h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(", ".join(chart.y))} by {html.escape(chart.x)}">',
+        '<g font-family="sans-serif" font-size="11" fill="#374151">',
+    ]
+    for i in range(5):
+        value = y_top * i / 4
+        y = y_at(value)
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+        )
+        label = f"{int(value):,}" if value.is_integer() else _cell(value)
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
+    slot = plot_w / max(len(xs), 1)
+    label_every = max(1, math.ceil(len(xs) / 10))
+    for i, x in enumerate(xs):
+        if i % label_every == 0:
+            cx = left + slot * (i + 0.5)
+            parts.append(
+                f'<text x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle">'
+                f"{html.escape(x)}</text>"
+            )
+    for index, (name, values) in enumerate(zip(chart.y, series, strict=True)):
+        colour = _COLOURS[index % len(_COLOURS)]
+        if chart.kind == "bar":
+            bar_w = slot * 0.8 / len(series)
+            for i, value in enumerate(values):
+                bx = left + slot * i + slot * 0.1 + bar_w * index
+                parts.append(
+                    f'<rect x="{bx:.1f}" y="{y_at(value):.1f}" width="{bar_w:.1f}" '
+                    f'height="{top + plot_h - y_at(value):.1f}" fill="{colour}">'
+                    f"<title>{html.escape(name)} {html.escape(xs[i])}: {_cell(value)}</title>"
+                    "</rect>"
+                )
+        else:
+            points = " ".join(
+                f"{left + slot * (i + 0.5):.1f},{y_at(value):.1f}" for i, value in enumerate(values)
+            )
+            parts.append(
+                f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>'
+            )
+            for i, value in enumerate(values):
+                parts.append(
+                    f'<circle cx="{left + slot * (i + 0.5):.1f}" cy="{y_at(value):.1f}" r="3" '
+                    f'fill="{colour}"><title>{html.escape(name)} {html.escape(xs[i])}: '
+                    f"{_cell(value)}</title></circle>"
+                )
+        legend_x = left + index * 200
+        parts.append(
+            f'<rect x="{legend_x}" y="{height - 18}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{legend_x + 14}" y="{height - 9}">{html.escape(name)}</text>'
+        )
+    parts.append(
+        f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" '
+        'stroke="#9ca3af"/>'
+    )
+    parts.append("</g></svg>")
+    return "\n".join(parts)
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #111827; }
+h1 { font-size: 1.4rem; margin-bottom: 0.2rem; }
+p.meta { color: #6b7280; font-size: 0.85rem; }
+table { border-collapse: collapse; margin-top: 1.5rem; font-size: 0.9rem; }
+th, td { padding: 0.3rem 0.8rem; border-bottom: 1px solid #e5e7eb; }
+th { text-align: left; background: #f9fafb; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+
+def render_html(result: ReportResult) -> str:
+    report = result.report
+    chart = "" if report.chart is None else render_svg(report.chart, result.columns, result.rows)
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in result.columns)
+    body = "\n".join(
+        "<tr>"
+        + "".join(
+            f'<td class="number">{_cell(v)}</td>'
+            if _is_number(v)
+            else f"<td>{html.escape(_cell(v))}</td>"
+            for v in row
+        )
+        + "</tr>"
+        for row in result.rows
+    )
+    empty = "" if result.rows else "<p>No rows for these days.</p>"
+    version = result.version
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(report.name)} {result.start} .. {result.end}</title>
+<style>{_STYLE}</style>
+</head>
+<body>
+<h1>{html.escape(report.name)}: {result.start} .. {result.end}</h1>
+<p>{html.escape(report.description)}</p>
+<p class="meta">From the serving snapshot published by run {html.escape(version.run_id)} at
+{version.built_at:%Y-%m-%d %H:%M} UTC.</p>
+{chart}
+{empty}
+<table>
+<thead><tr>{header}</tr></thead>
+<tbody>
+{body}
+</tbody>
+</table>
+</body>
+</html>
+"""
+
+
+def write_report(result: ReportResult, out_dir: Path, fmt: str) -> Path:
+    """Write ``<out_dir>/<report>/<end day>.<fmt>`` whole (a reader never sees half a file)."""
+    if fmt not in FORMATS:
+        raise ReportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    text = render_html(result) if fmt == "html" else render_csv(result)
+    target = out_dir / result.report.name / f"{result.end.isoformat()}.{fmt}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)
+    return target
+
+
+def scheduled_window(report: Report, day: dt.date) -> tuple[dt.date, dt.date] | None:
+    """The days a scheduled run on ``day`` covers (ending the day before), or None if not due."""
+    if report.schedule is None:
+        return None
+    if report.schedule == "weekly" and day.weekday() != 0:
+        return None
+    end = day - dt.timedelta(days=1)
+    return end - dt.timedelta(days=report.window_days - 1), end
