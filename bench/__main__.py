@@ -105,6 +105,8 @@ def run_all(
     }
     if write:
         report.write(size, run)
+        if "ingest_api" in results:
+            ingest.write_section(results["ingest_api"])
     return run
 
 

@@ -1,7 +1,8 @@
 """Write a run's results: ``bench/results/<size>.json`` for tools, and the size's section of
 ``docs/benchmarks.md`` between ``<!-- bench:<size>:start -->`` and ``<!-- bench:<size>:end -->``
-markers. Everything else in that page (the scale-on-paper notes, the ingest API section) is
-written by hand and left as it is."""
+markers (a new size goes above ``NEW_SIZES_GO_HERE``). Everything else in that page (the
+findings, the scale-on-paper notes, the ingest API section) is written by hand and left as it
+is."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ RESULTS_DIR = REPO_DIR / "bench" / "results"
 DOC = REPO_DIR / "docs" / "benchmarks.md"
 PACKAGES = ("duckdb", "dlt", "dbt-core", "dbt-duckdb", "dagster", "dagster-dbt", "pyarrow")
 GIB = 1024**3
+# The page's hand-written parts follow this line; a size seen for the first time goes above.
+NEW_SIZES_GO_HERE = "<!-- bench: the section of a new size goes above this line -->"
 
 
 def machine() -> dict[str, Any]:
@@ -147,9 +150,9 @@ def write(size: str, run: dict[str, Any], results_dir: Path = RESULTS_DIR, doc: 
         before, rest = text.split(start, 1)
         after = rest.split(end, 1)[1]
         text = before + block + after
-    elif "## Scale on paper" in text:
-        before, after = text.split("## Scale on paper", 1)
-        text = before + block + "\n\n## Scale on paper" + after
+    elif NEW_SIZES_GO_HERE in text:
+        before, after = text.split(NEW_SIZES_GO_HERE, 1)
+        text = before + block + "\n\n" + NEW_SIZES_GO_HERE + after
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
