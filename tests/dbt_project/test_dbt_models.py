@@ -103,7 +103,7 @@ def test_plain_build_runs_every_model_test_and_unit_test(built_warehouse: BuiltW
     del statuses[warnings[0]]
     assert set(statuses.values()) <= {"success", "pass"}, statuses
     unit_tests = {node for node in statuses if node.startswith("unit_test.")}
-    assert len(unit_tests) == 4
+    assert len(unit_tests) == 5
     assert "test.sluice.assert_marts_reconcile_with_fct_events" in statuses
     for model in ("stg_events", "fct_events", "dau", "revenue_daily"):
         assert statuses[f"model.sluice.{model}"] == "success"
