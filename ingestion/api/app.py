@@ -166,8 +166,9 @@ class IngestApi:
 
     async def ingest(self, request: Request) -> Response:
         started = time.perf_counter()
-        path = request.url.path
         kind = request.path_params["kind"]
+        # Unknown paths share one label, so clients cannot grow the metrics without bound.
+        path = f"/v1/{kind}" if kind in SINGLE_TYPES or kind in BATCH_PATHS else "/v1/other"
         fields: dict[str, Any] = {}
         try:
             response = await self._ingest(request, kind, fields)

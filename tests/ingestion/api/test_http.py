@@ -200,3 +200,6 @@ def test_health_and_unknown_endpoints(server: Server, key: str) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     unknown = httpx.post(f"{server.url}/v1/teleport", json=track(), auth=(key, ""))
     assert unknown.status_code == 404
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'sluice_api_responses_total{path="/v1/other",status="404"} 1' in metrics
+    assert "teleport" not in metrics
