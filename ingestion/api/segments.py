@@ -157,6 +157,7 @@ class SegmentWriter:
                 self._open = {k: v for k, v in self._open.items() if v is not segment}
                 with contextlib.suppress(OSError):
                     os.close(segment.fd)
+                with contextlib.suppress(OSError):
                     close_segment(segment.path)
             raise
         self.rotate(lambda segment: segment.size >= self.max_bytes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,22 @@ def test_a_second_server_on_the_same_landing_area_is_refused(tmp_path: Path) -> 
     lock_landing(tmp_path / "sources")
     with pytest.raises(LandingLocked, match="SLUICE_DATA_DIR"):
         lock_landing(tmp_path / "sources")
+
+
+def test_a_failed_write_is_cut_back_and_the_next_write_starts_a_new_segment(
+    tmp_path: Path,
+) -> None:
+    landing = tmp_path / "landing"
+    writer = SegmentWriter(landing / "sources", max_bytes=1 << 20, max_age_seconds=3600)
+    writer.write({"web": [b'{"n": 1}\n']})
+    (segment,) = writer._open.values()
+    os.close(segment.fd)
+    segment.fd = os.open("/dev/full", os.O_WRONLY)  # every write fails: disk full
+    with pytest.raises(OSError) as failure:
+        writer.write({"web": [b'{"n": 2}\n']})
+    assert failure.value.errno == errno.ENOSPC
+    (closed,) = landing_files(landing)
+    assert closed.read_bytes() == b'{"n": 1}\n'
+    writer.write({"web": [b'{"n": 3}\n']})
+    writer.close_all()
+    assert [p.read_bytes() for p in landing_files(landing)] == [b'{"n": 1}\n', b'{"n": 3}\n']
