@@ -32,6 +32,14 @@ def test_basic_auth_and_body_key_are_accepted_and_the_source_is_the_key_name(
     assert [line["type"] for line in lines] == ["track", "identify"]
     assert all("writeKey" not in line for line in lines)
     assert {path.parent.name for path in segments(server.settings, ".jsonl.tmp")} == {"web"}
+    log_lines = server.log_path.read_text().splitlines()
+    access = [json.loads(line) for line in log_lines if line.startswith('{"method"')]
+    assert [(a["path"], a["status"], a["source"], a["accepted"]) for a in access] == [
+        ("/v1/track", 200, "web", 1),
+        ("/v1/identify", 200, "web", 1),
+    ]
+    assert key not in server.log_path.read_text()
+    assert "Signed Up" not in server.log_path.read_text()  # no payloads either
 
 
 def test_missing_wrong_and_revoked_keys_get_401_and_nothing_is_stored(
