@@ -8,6 +8,10 @@ the snapshot gets either the old file or the new one, always complete, and holds
 pipeline waits for. The file is written in DuckDB's storage format v1.0.0, which the DuckDB
 1.x clients bundled in BI tools can open.
 
+The same tables are also exported as Parquet, for tools that read files rather than DuckDB:
+``<parquet dir>/<version>/<schema>/<table>/`` (Hive-partitioned by ``event_date`` when the
+table has that column), and a ``current`` symlink that is swapped to each new version.
+
 Reads nothing from the environment: callers pass the paths (``Settings.warehouse_path`` and
 ``Settings.serving_path``).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +132,54 @@ def publish_snapshot(
         for path in leftovers:
             path.unlink(missing_ok=True)
     return version
+
+
+PARTITION_COLUMN = "event_date"
+CURRENT_LINK = "current"
+
+
+def publish_parquet(snapshot: Path, out_dir: Path, version: SnapshotVersion, keep: int = 2) -> Path:
+    """Export the snapshot's tables as Parquet into a new version folder, then point
+    ``current`` at it; only the ``keep`` newest versions stay, so a reader of the previous
+    one has a whole publish interval to finish."""
+    name = f"{version.built_at:%Y%m%dT%H%M%S}-{version.run_id[:8]}"
+    target = out_dir / name
+    partial = out_dir / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        with duckdb.connect(str(snapshot), read_only=True) as con:
+            for qualified in version.row_counts:
+                schema, table = qualified.split(".", 1)
+                columns = {
+                    row[0]
+                    for row in con.execute(
+                        "select column_name from duckdb_columns() "
+                        "where schema_name = ? and table_name = ?",
+                        [schema, table],
+                    ).fetchall()
+                }
+                folder = partial / schema / table
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                source = f"select * from {_quoted(schema)}.{_quoted(table)}"
+                if PARTITION_COLUMN in columns:
+                    options = f"format parquet, partition_by ({PARTITION_COLUMN})"
+                    con.execute(f"copy ({source}) to {_literal(folder)} ({options})")
+                else:
+                    folder.mkdir()
+                    con.execute(f"copy ({source}) to {_literal(folder / 'data.parquet')}")
+        partial.rename(target)
+        link = out_dir / f".{CURRENT_LINK}.{os.getpid()}.partial"
+        link.unlink(missing_ok=True)
+        link.symlink_to(name)
+        os.replace(link, out_dir / CURRENT_LINK)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    versions = sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink())
+    for old in versions[:-keep]:
+        if old.name != name and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)
+    return out_dir / CURRENT_LINK
 
 
 def connect_snapshot(path: Path) -> duckdb.DuckDBPyConnection:

@@ -111,6 +111,11 @@ class Settings:
         return self.data_dir / "serving" / "sluice.duckdb"
 
     @property
+    def serving_parquet_dir(self) -> Path:
+        """The marts as Parquet files, one folder per version and a ``current`` symlink."""
+        return self.data_dir / "serving" / "parquet"
+
+    @property
     def reports_output_dir(self) -> Path:
         """Where ``sluice report run`` and the report schedule write: <report>/<day>.<format>."""
         return self.data_dir / "reports"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from orchestration.lib import GROUP_SERVE, OWNER_PLATFORM
-from serving.snapshot import publish_snapshot
+from serving.snapshot import publish_parquet, publish_snapshot
 from sluice.settings import MARTS_SCHEMA, WAREHOUSE_POOL, Settings
 
 SNAPSHOT_KEY = dg.AssetKey(["serving", "snapshot"])
@@ -27,16 +27,19 @@ def build_serve_assets(settings: Settings, mart_keys: Sequence[dg.AssetKey]) -> 
             f"A read-only copy of every table in the {MARTS_SCHEMA} schema at "
             f"{settings.serving_path}, swapped in whole after each build, for BI tools and "
             "reports (DuckDB storage v1.0.0, so DuckDB 1.x clients open it too). "
-            "sluice_meta.snapshot_version names the run that published it."
+            "sluice_meta.snapshot_version names the run that published it. Also as Parquet "
+            f"under {settings.serving_parquet_dir}/current."
         ),
     )
     def snapshot(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         version = publish_snapshot(
             settings.warehouse_path, settings.serving_path, context.run.run_id
         )
+        parquet = publish_parquet(settings.serving_path, settings.serving_parquet_dir, version)
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(settings.serving_path)),
+                "parquet": dg.MetadataValue.path(str(parquet)),
                 "built_at": version.built_at.isoformat(),
                 "row_counts": dg.MetadataValue.json(version.row_counts),
                 "bytes": settings.serving_path.stat().st_size,

@@ -6,6 +6,7 @@ notebook would.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import subprocess
@@ -204,6 +205,28 @@ print(version.run_id, "complete" if whole else "INCOMPLETE")
 """
 
 
+def test_the_marts_are_also_parquet_files_partitioned_by_day(built: Settings) -> None:
+    current = built.serving_parquet_dir / "current"
+    assert current.is_symlink()
+    with connect_snapshot(built.serving_path) as con:
+        version = read_version(con)
+        for qualified in version.row_counts:
+            schema, table = qualified.split(".")
+            folder = current / schema / table
+            files = sorted(folder.rglob("*.parquet"))
+            assert files, folder
+            columns = con.execute(f"select * from {qualified} limit 0").description or []
+            names = ", ".join(f'"{d[0]}"' for d in columns)
+            from_parquet = con.execute(
+                f"select {names} from read_parquet(?, hive_partitioning = true) order by all",
+                [[str(f) for f in files]],
+            ).fetchall()
+            assert from_parquet == con.execute(f"select * from {qualified} order by all").fetchall()
+    days = sorted(p.name for p in (current / "marts" / "dau").iterdir())
+    assert days == [f"event_date={FIRST + dt.timedelta(days=n)}" for n in range(DAYS)]
+    assert (current / "marts" / "retention_weekly" / "data.parquet").is_file()
+
+
 def _python_examples() -> list[str]:
     text = (REPO_DIR / "docs" / "serving.md").read_text()
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
@@ -211,7 +234,7 @@ def _python_examples() -> list[str]:
 
 def test_the_python_examples_in_the_serving_doc_run(built: Settings) -> None:
     examples = _python_examples()
-    assert len(examples) == 3  # Python, pandas, SQLAlchemy
+    assert len(examples) == 4  # Python, pandas, SQLAlchemy, Parquet
     for example in examples:
         # The examples use the default relative path data/serving/sluice.duckdb.
         result = subprocess.run(
