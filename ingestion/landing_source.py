@@ -102,5 +102,6 @@ def events(parsed: ParsedFile) -> Iterator[Any]:
 @dlt.transformer(name=REJECTED_TABLE, write_disposition="append", columns=REJECTED_COLUMNS)
 def rejected_events(parsed: ParsedFile) -> Iterator[Any]:
     """Lines that break the event contract, with file, line number and reason."""
-    if parsed.rejected.num_rows:
-        yield parsed.rejected
+    # Yielded even when empty, so the table exists from the first load on and the models
+    # that read it work before any line was ever rejected.
+    yield parsed.rejected

@@ -56,6 +56,8 @@ def test_each_file_loads_exactly_once(make_settings) -> None:
     write_lines(settings.landing_dir / "a.jsonl", [json.dumps(m) for m in GOOD])
     first = load(settings)
     assert (first.loaded_rows, first.rejected_rows, first.files) == (3, 0, ["a.jsonl"])
+    # The quarantine exists (empty) from the first load, so models reading it always work.
+    assert query(settings, "select count(*) from raw.rejected_events") == [(0,)]
 
     again = load(settings)
     assert (again.loaded_rows, again.skipped_files) == (0, 1)
