@@ -27,6 +27,15 @@ Environment variables (all optional; the defaults work on a laptop):
   reports are only written to files; port 25.
 - ``SLUICE_REPORT_EMAIL_TO``: comma-separated recipients of the reports. Default: none.
 - ``SLUICE_REPORT_EMAIL_FROM``: the sender. Default: ``sluice@localhost``.
+- ``SLUICE_QUERY_MAX_ROWS``: most rows one ``POST /v1/query`` answer holds (the rest is cut,
+  and the answer says so). Default: 10000.
+- ``SLUICE_QUERY_TIMEOUT_SECONDS``: a query or report still running after this is stopped.
+  Default: 5.
+- ``SLUICE_QUERY_MAX_SCAN_ROWS``: a query whose plan DuckDB estimates to read or produce more
+  rows than this at any step is refused before it runs. Default: 50000000.
+- ``SLUICE_QUERY_PER_MINUTE``: requests each read key may make per minute. Default: 120.
+- ``SLUICE_QUERY_SCAN_ROWS_PER_DAY``: rows each read key's queries may scan per UTC day.
+  Default: 1000000000.
 """
 
 from __future__ import annotations
@@ -86,6 +95,11 @@ class Settings:
     smtp_port: int = 25
     report_email_to: tuple[str, ...] = ()
     report_email_from: str = "sluice@localhost"
+    query_max_rows: int = 10_000
+    query_timeout_seconds: int = 5
+    query_max_scan_rows: int = 50_000_000
+    query_per_minute: int = 120
+    query_scan_rows_per_day: int = 1_000_000_000
 
     @property
     def landing_dir(self) -> Path:
@@ -194,6 +208,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             if address.strip()
         ),
         report_email_from=env.get("SLUICE_REPORT_EMAIL_FROM") or "sluice@localhost",
+        query_max_rows=_int(env, "SLUICE_QUERY_MAX_ROWS", 10_000, minimum=1),
+        query_timeout_seconds=_int(env, "SLUICE_QUERY_TIMEOUT_SECONDS", 5, minimum=1),
+        query_max_scan_rows=_int(env, "SLUICE_QUERY_MAX_SCAN_ROWS", 50_000_000, minimum=1),
+        query_per_minute=_int(env, "SLUICE_QUERY_PER_MINUTE", 120, minimum=1),
+        query_scan_rows_per_day=_int(
+            env, "SLUICE_QUERY_SCAN_ROWS_PER_DAY", 1_000_000_000, minimum=1
+        ),
     )
 
 
