@@ -1,0 +1,411 @@
+"""The query API and dashboard of ``sluice serve``: saved reports and ad-hoc SQL over the
+serving snapshot, for read keys only.
+
+- ``GET /v1/reports``: the saved reports (``reports/*.yml``).
+- ``GET /v1/reports/{name}?start=&end=&format=json|csv&approx=``: one report's rows.
+- ``POST /v1/query`` with ``{"sql": "select ...", "approx": false}``: one SELECT, run within
+  the limits of ``serving.guardrails`` and the key's quotas (``serving.quotas``).
+- ``GET /dashboard``: a page that draws the reports (``serving/dashboard.html``).
+
+Everything reads the serving snapshot, never the warehouse, through a cache
+(``serving.cache``) that a new snapshot empties. A read key comes as
+``Authorization: Bearer <key>`` (or as HTTP Basic user name); a write key is refused here,
+and the ingest routes refuse read keys. Refusals are JSON ``{"error": ..., "limit": ...}``.
+Reads no environment: settings come in through ``QueryApi``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ingestion.api.metrics import LATENCY_BUCKETS, Histogram
+from serving.cache import ResultCache, ttl_for
+from serving.guardrails import (
+    QueryLimits,
+    QueryRefused,
+    QueryResult,
+    approximate_distinct,
+    locked_snapshot,
+    run_guarded,
+)
+from serving.quotas import KeyQuotas
+from serving.reports import _PARAMETER, Report, ReportError, ReportResult, find_report, render_csv
+from serving.reports import list_reports as load_reports
+from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing, SnapshotVersion
+from sluice.settings import REPORTS_DIR, Settings
+
+DASHBOARD_PAGE = Path(__file__).with_name("dashboard.html")
+# A report range longer than this uses approx_count_distinct when the caller asks (approx=true).
+APPROX_MIN_DAYS = 31
+DEFAULT_RANGE_DAYS = 28
+MAX_RANGE_DAYS = 3660
+MAX_SQL_BYTES = 64 * 1024
+# Queries running at once: the server also takes events, on two cores.
+CONCURRENT_QUERIES = 2
+QUERY_BUCKETS = (*LATENCY_BUCKETS, 5.0, 10.0)
+
+
+class Keys(Protocol):
+    def source_of(self, key: str) -> str | None: ...
+    def reader_of(self, key: str) -> str | None: ...
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    try:
+        content = orjson.dumps(body, default=_default)
+    except TypeError:  # integers beyond 64 bits (hugeint sums)
+        content = json.dumps(body, default=_default).encode()
+    return Response(content, status, headers, media_type="application/json")
+
+
+def _refused(error: QueryRefused) -> Response:
+    return _json({"error": error.message, "limit": error.limit}, error.status)
+
+
+def _request_key(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+    return None
+
+
+def _day(request: Request, name: str, default: dt.date) -> dt.date:
+    raw = request.query_params.get(name)
+    if not raw:
+        return default
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise QueryRefused(
+            "parameters", 400, f"{name}={raw!r} is not a date; use YYYY-MM-DD"
+        ) from None
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotInfo:
+    stamp: Hashable
+    run_id: str
+    built_at: dt.datetime
+
+
+@dataclasses.dataclass
+class QueryMetrics:
+    latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(QUERY_BUCKETS))
+    refusals: Counter[str] = dataclasses.field(default_factory=Counter)
+
+
+class QueryApi:
+    """The read side of ``sluice serve``: routes, the cache, quotas and their metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keys: Keys,
+        clock: Callable[[], float] = time.time,
+        reports_dir: Path = REPORTS_DIR,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.clock = clock
+        self.reports_dir = reports_dir
+        self.limits = QueryLimits(
+            max_rows=settings.query_max_rows,
+            timeout_seconds=settings.query_timeout_seconds,
+            max_scan_rows=settings.query_max_scan_rows,
+        )
+        self.quotas = KeyQuotas(
+            settings.query_per_minute, settings.query_scan_rows_per_day, clock=clock
+        )
+        self.cache = ResultCache(clock=clock)
+        self.metrics = QueryMetrics()
+        self._snapshot: SnapshotInfo | None = None
+        self._slots = asyncio.Semaphore(CONCURRENT_QUERIES)
+
+    def routes(self) -> list[Route]:
+        """Mount these before the ingest API's ``POST /v1/{kind}``."""
+        return [
+            Route("/v1/reports", self.list_reports, methods=["GET"]),
+            Route("/v1/reports/{name}", self.report, methods=["GET"]),
+            Route("/v1/query", self.query, methods=["POST"]),
+            Route("/dashboard", self.dashboard, methods=["GET"]),
+        ]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
+
+    def _reader(self, request: Request) -> str:
+        key = _request_key(request)
+        if key is None:
+            raise QueryRefused(
+                "read_key", 401, "no read key: send it as 'Authorization: Bearer <read key>'"
+            )
+        name = self.keys.reader_of(key)
+        if name is not None:
+            return name
+        if self.keys.source_of(key) is not None:
+            raise QueryRefused(
+                "read_key",
+                403,
+                "this is a write key, which cannot read; create a read key with "
+                "`sluice keys create NAME --read`",
+            )
+        raise QueryRefused("read_key", 401, "unknown or revoked read key")
+
+    def snapshot_info(self) -> SnapshotInfo:
+        """The published snapshot's version, read again only when the file was replaced."""
+        path = self.settings.serving_path
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise QueryRefused(
+                "snapshot",
+                503,
+                f"no serving snapshot at {path} yet; it is published after each build "
+                "(`sluice materialize --start D1 --end D2`)",
+            ) from None
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._snapshot is None or self._snapshot.stamp != stamp:
+            with locked_snapshot(path, self.limits) as con:
+                row = con.execute(
+                    f"select run_id, built_at from {META_SCHEMA}.{VERSION_TABLE}"
+                ).fetchone()
+            run_id, built_at = (str(row[0]), row[1]) if row else ("", dt.datetime.min)
+            self._snapshot = SnapshotInfo(stamp, run_id, built_at)
+        return self._snapshot
+
+    async def _run(
+        self,
+        reader: str,
+        cache_key: Hashable,
+        ttl: int,
+        sql: str,
+        parameters: dict[str, Any],
+        approx: bool,
+    ) -> tuple[QueryResult, SnapshotInfo, bool]:
+        """A result from the cache, else from the snapshot (counted against the quotas)."""
+        self.quotas.admit(reader)
+        info = await asyncio.to_thread(self.snapshot_info)
+        cached = self.cache.get(info.stamp, cache_key)
+        if cached is not None:
+            return cached, info, True
+        async with self._slots:
+            try:
+                result = await asyncio.to_thread(
+                    run_guarded, self.settings.serving_path, sql, self.limits, parameters, approx
+                )
+            except SnapshotMissing as error:
+                raise QueryRefused("snapshot", 503, str(error)) from None
+        self.quotas.charge(reader, result.scanned_rows)
+        # Only what came from the version the key names is kept under it.
+        if result.run_id == info.run_id:
+            self.cache.put(info.stamp, cache_key, result, ttl)
+        return result, info, False
+
+    def _observe(self, started: float, response: Response) -> Response:
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return response
+
+    # -- routes ----------------------------------------------------------------------------
+
+    async def list_reports(self, request: Request) -> Response:
+        try:
+            self.quotas.admit(self._reader(request))
+            reports = load_reports(self.reports_dir)
+        except QueryRefused as error:
+            self.metrics.refusals[error.limit] += 1
+            return _refused(error)
+        except ReportError as error:
+            return _json({"error": str(error), "limit": "report"}, 500)
+        return _json(
+            {
+                "reports": [
+                    {
+                        "name": report.name,
+                        "description": report.description,
+                        "chart": None
+                        if report.chart is None
+                        else {"type": report.chart.kind, "x": report.chart.x, "y": report.chart.y},
+                        "schedule": report.schedule,
+                        "window_days": report.window_days,
+                    }
+                    for report in reports
+                ]
+            }
+        )
+
+    async def report(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            reader = self._reader(request)
+            try:
+                saved = find_report(self.reports_dir, request.path_params["name"])
+            except ReportError as error:
+                raise QueryRefused("report", 404, str(error)) from None
+            today = self._today()
+            end = _day(request, "end", today)
+            start = _day(request, "start", end - dt.timedelta(days=DEFAULT_RANGE_DAYS - 1))
+            days = (end - start).days + 1
+            if days < 1 or days > MAX_RANGE_DAYS:
+                raise QueryRefused(
+                    "parameters", 400, f"start..end must cover 1 to {MAX_RANGE_DAYS} days"
+                )
+            fmt = request.query_params.get("format", "json")
+            if fmt not in ("json", "csv"):
+                raise QueryRefused("parameters", 400, f"format={fmt!r}; use json or csv")
+            approx = _flag(request, "approx") and days > APPROX_MIN_DAYS
+            sql = _PARAMETER.sub(r"$\1", saved.sql)
+            if approx:
+                sql = approximate_distinct(sql)
+            key = ("report", saved.name, saved.sql, start, end, approx)
+            result, info, cached = await self._run(
+                reader, key, ttl_for(end, today), sql, {"start": start, "end": end}, False
+            )
+        except QueryRefused as error:
+            self.metrics.refusals[error.limit] += 1
+            return self._observe(started, _refused(error))
+        headers = {"X-Sluice-Cache": "hit" if cached else "miss"}
+        if fmt == "csv":
+            text = render_csv(self._report_result(saved, start, end, result, info))
+            return self._observe(
+                started, Response(text, 200, headers, media_type="text/csv; charset=utf-8")
+            )
+        body = {
+            "report": saved.name,
+            "description": saved.description,
+            "start": start,
+            "end": end,
+            "approx": approx,
+            "cached": cached,
+            "snapshot": {"run_id": info.run_id, "built_at": info.built_at},
+            "columns": result.columns,
+            "rows": [list(row) for row in result.rows],
+            "truncated": result.truncated,
+        }
+        return self._observe(started, _json(body, headers=headers))
+
+    @staticmethod
+    def _report_result(
+        saved: Report, start: dt.date, end: dt.date, result: QueryResult, info: SnapshotInfo
+    ) -> ReportResult:
+        version = SnapshotVersion(run_id=info.run_id, built_at=info.built_at, row_counts={})
+        return ReportResult(saved, start, end, result.columns, result.rows, version)
+
+    async def query(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            reader = self._reader(request)
+            body = await request.body()
+            if len(body) > MAX_SQL_BYTES:
+                raise QueryRefused("request_size", 413, "the request is over 64 KB")
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise QueryRefused(
+                    "parameters", 400, 'send JSON: {"sql": "select ...", "approx": false}'
+                ) from None
+            sql = doc.get("sql") if isinstance(doc, dict) else None
+            if not isinstance(sql, str) or not sql.strip():
+                raise QueryRefused("parameters", 400, '"sql" must be a non-empty string')
+            approx = doc.get("approx") is True
+            key = ("query", sql.strip(), approx)
+            result, info, cached = await self._run(
+                reader, key, ttl_for(None, self._today()), sql, {}, approx
+            )
+        except QueryRefused as error:
+            self.metrics.refusals[error.limit] += 1
+            return self._observe(started, _refused(error))
+        answer = {
+            "columns": result.columns,
+            "rows": [list(row) for row in result.rows],
+            "truncated": result.truncated,
+            "max_rows": self.limits.max_rows,
+            "approx": approx,
+            "cached": cached,
+            "snapshot": {"run_id": info.run_id, "built_at": info.built_at},
+        }
+        headers = {"X-Sluice-Cache": "hit" if cached else "miss"}
+        return self._observe(started, _json(answer, headers=headers))
+
+    async def dashboard(self, _request: Request) -> Response:
+        # The page holds no data: its script asks for a read key and calls /v1/reports.
+        return Response(
+            DASHBOARD_PAGE.read_text(encoding="utf-8"),
+            media_type="text/html; charset=utf-8",
+            headers={
+                "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+                "Cache-Control": "no-store",
+            },
+        )
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def render_metrics(self) -> str:
+        """Prometheus text for the query API, appended to the ingest API's /metrics."""
+        lines = self.metrics.latency.render(
+            "sluice_query_duration_seconds",
+            "Time to answer a report or query request (cache hits included).",
+        )
+        hits, misses = self.cache.hits, self.cache.misses
+        ratio = hits / (hits + misses) if hits + misses else 0.0
+        lines += [
+            "# HELP sluice_query_cache_requests_total Report and query lookups in the cache.",
+            "# TYPE sluice_query_cache_requests_total counter",
+            f'sluice_query_cache_requests_total{{result="hit"}} {hits}',
+            f'sluice_query_cache_requests_total{{result="miss"}} {misses}',
+            "# HELP sluice_query_cache_hit_ratio Hits / lookups since the server started.",
+            "# TYPE sluice_query_cache_hit_ratio gauge",
+            f"sluice_query_cache_hit_ratio {ratio}",
+            "# HELP sluice_query_refusals_total Requests refused, by the limit they hit.",
+            "# TYPE sluice_query_refusals_total counter",
+        ]
+        lines += [
+            f'sluice_query_refusals_total{{limit="{limit}"}} {count}'
+            for limit, count in sorted(self.metrics.refusals.items())
+        ]
+        try:
+            built_at = self.snapshot_info().built_at.replace(tzinfo=dt.UTC)
+            age = self.clock() - built_at.timestamp()
+        except (QueryRefused, OverflowError, ValueError):
+            age = math.nan
+        lines += [
+            "# HELP sluice_serving_snapshot_age_seconds Seconds since the snapshot was built.",
+            "# TYPE sluice_serving_snapshot_age_seconds gauge",
+            f"sluice_serving_snapshot_age_seconds {age}",
+        ]
+        return "\n".join(lines) + "\n"
