@@ -12,12 +12,19 @@ so the query cannot turn it back on. Before it runs:
 While it runs, a timer thread interrupts it after ``timeout_seconds``; at most ``max_rows``
 rows come back (the answer says when it was cut). Each refusal is a ``QueryRefused`` that
 names the limit. Reads no environment: the limits come from the caller (``Settings``).
+
+``run_isolated`` does the same in a child process (forked from a clean fork server) whose
+address space is capped: some DuckDB functions (``repeat('x', 1e9)``) allocate outside the
+memory limit and cannot be interrupted, so the server kills the child when it overstays the
+timeout, and a child that runs out of memory or crashes takes only its own query down.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
+import resource
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +42,9 @@ class QueryLimits:
     timeout_seconds: float = 5.0
     max_scan_rows: int = 50_000_000
     memory_limit: str = "512MB"
+    # run_isolated: the child's address space, and what an answer may weigh.
+    max_process_bytes: int = 2 << 30
+    max_result_bytes: int = 32 << 20
 
 
 class QueryRefused(Exception):
@@ -167,6 +177,8 @@ def snapshot_run_id(con: duckdb.DuckDBPyConnection) -> str:
 
 def _refusal(error: duckdb.Error) -> QueryRefused:
     first_line = str(error).splitlines()[0]
+    if isinstance(error, duckdb.OutOfMemoryException):
+        return QueryRefused("memory", 413, f"the query needs more memory: {first_line}")
     if isinstance(error, duckdb.PermissionException):
         return QueryRefused(
             "external_access", 403, f"files, network and extensions are off: {first_line}"
@@ -230,3 +242,96 @@ def run_guarded(
             timer.cancel()
     truncated = len(rows) > limits.max_rows
     return QueryResult(columns, rows[: limits.max_rows], truncated, read, run_id)
+
+
+# Time the child gets beyond the timeout to stop on its own interrupt before it is killed.
+KILL_GRACE_SECONDS = 1.0
+
+
+def _result_bytes(rows: list[tuple[Any, ...]]) -> int:
+    return sum(len(str(value)) for row in rows for value in row)
+
+
+def _child(
+    connection: Any,
+    snapshot: Path,
+    sql: str,
+    limits: QueryLimits,
+    parameters: Mapping[str, Any] | None,
+    approx: bool,
+) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limits.max_process_bytes, limits.max_process_bytes))
+    try:
+        result = run_guarded(snapshot, sql, limits, parameters, approx)
+        size = _result_bytes(result.rows)
+        if size > limits.max_result_bytes:
+            raise QueryRefused(
+                "result_size",
+                413,
+                f"the answer would be about {size:,} bytes; the limit is "
+                f"{limits.max_result_bytes:,}: select fewer or shorter values",
+            )
+        connection.send(("ok", result))
+    except QueryRefused as error:
+        connection.send(("refused", error.limit, error.status, error.message))
+    except SnapshotMissing as error:
+        connection.send(("missing", str(error)))
+    except MemoryError:
+        connection.send(("refused", "memory", 413, "the query needs more memory than allowed"))
+    finally:
+        connection.close()
+
+
+def _context() -> Any:
+    context = multiprocessing.get_context("forkserver")
+    # Children start with DuckDB loaded, so a query costs a fork, not an import.
+    context.set_forkserver_preload(["serving.guardrails"])
+    return context
+
+
+def run_isolated(
+    snapshot: Path,
+    sql: str,
+    limits: QueryLimits,
+    parameters: Mapping[str, Any] | None = None,
+    approx: bool = False,
+) -> QueryResult:
+    """``run_guarded`` in a child process with capped memory, killed if it overstays."""
+    context = _context()
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_child,
+        args=(sender, snapshot, sql, limits, parameters, approx),
+        daemon=True,
+    )
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(limits.timeout_seconds + KILL_GRACE_SECONDS):
+            raise QueryRefused(
+                "timeout",
+                408,
+                f"the query ran longer than {limits.timeout_seconds:g} s "
+                "(SLUICE_QUERY_TIMEOUT_SECONDS) and was stopped",
+            )
+        try:
+            outcome = receiver.recv()
+        except EOFError:
+            raise QueryRefused(
+                "memory",
+                413,
+                "the query's process ended without an answer (out of memory or a crash); "
+                "ask for less at once",
+            ) from None
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+    if outcome[0] == "ok":
+        result: QueryResult = outcome[1]
+        return result
+    if outcome[0] == "missing":
+        raise SnapshotMissing(outcome[1])
+    _, limit, status, message = outcome
+    raise QueryRefused(limit, status, message)

@@ -43,7 +43,7 @@ from serving.guardrails import (
     QueryResult,
     approximate_distinct,
     locked_snapshot,
-    run_guarded,
+    run_isolated,
 )
 from serving.quotas import KeyQuotas
 from serving.reports import _PARAMETER, Report, ReportError, ReportResult, find_report, render_csv
@@ -226,7 +226,7 @@ class QueryApi:
         async with self._slots:
             try:
                 result = await asyncio.to_thread(
-                    run_guarded, self.settings.serving_path, sql, self.limits, parameters, approx
+                    run_isolated, self.settings.serving_path, sql, self.limits, parameters, approx
                 )
             except SnapshotMissing as error:
                 raise QueryRefused("snapshot", 503, str(error)) from None
