@@ -139,15 +139,17 @@ def demo() -> None:
     console.print("[4/4] DAU and revenue by day")
     print_daily_table(settings, first, last)
     console.print(
-        f"\nWarehouse: {settings.warehouse_path}\nOpen the Dagster UI with `make dev` "
+        f"\nServing snapshot (what BI tools read): {settings.serving_path}\n"
+        f"Warehouse: {settings.warehouse_path}\nOpen the Dagster UI with `make dev` "
         f"(http://127.0.0.1:{settings.dagster_port})."
     )
 
 
 def print_daily_table(settings: Settings, first: dt.date, last: dt.date) -> None:
-    import duckdb
+    """Read like any BI tool would: from the serving snapshot, never the warehouse."""
+    from serving.snapshot import connect_snapshot
 
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with connect_snapshot(settings.serving_path) as con:
         rows = con.execute(
             """
             select dau.event_date, dau.active_users, revenue.orders, revenue.paying_users,
