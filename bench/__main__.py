@@ -81,7 +81,11 @@ def run_all(
         step = time.perf_counter()
         try:
             if name == "memory":
-                results[name] = bench(ctx, results.get("history"))
+                # Flatness comes from the history benchmark: this run's, else the last one's.
+                history = results.get("history")
+                if history is None and write:
+                    history = (report.load(size) or {}).get("benchmarks", {}).get("history")
+                results[name] = bench(ctx, history)
             else:
                 results[name] = bench(ctx)
         except MismatchError as error:
@@ -93,6 +97,15 @@ def run_all(
             results[name] = {"error": f"{type(error).__name__}: {error}"}
         outcome = results[name].get("error") or results[name].get("measured", "done")
         print(f"[bench {size}] {name}: {outcome} ({time.perf_counter() - step:.0f} s)", flush=True)
+    for result in results.values():
+        result.setdefault("code", code)
+        result.setdefault("finished", report.now())
+    if write and only:
+        # A partial run updates its benchmarks in the size's results and keeps the others.
+        previous = report.load(size)
+        if previous is not None:
+            results = {**previous["benchmarks"], **results}
+            results = {name: results[name] for name in BENCHMARKS if name in results}
     run = {
         "size": size,
         "finished": report.now(),

@@ -117,7 +117,7 @@ group by days.event_date;
 
 DAU_QUERY = "select event_date, active_users from marts.dau order by event_date"
 REVENUE_QUERY = (
-    "select event_date, round(revenue_usd, 2), orders, paying_users "
+    "select event_date, revenue_usd, orders, paying_users "
     "from marts.revenue_daily order by event_date"
 )
 # The same id summary for both sides: rows, distinct ids, and an order-free checksum.

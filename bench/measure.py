@@ -161,9 +161,10 @@ def expect_rows_equal(
     what: str,
     sluice: Sequence[Sequence[Any]],
     baseline: Sequence[Sequence[Any]],
-    tolerance: float = 0.01,
+    tolerance: float = 0.005,
 ) -> None:
-    """Rows equal, floats within ``tolerance`` (sums in a different order round differently)."""
+    """Rows equal, floats within ``tolerance`` (sums in a different order differ in the last
+    bits; compare unrounded values, since rounding can turn 1e-9 into a cent)."""
     if len(sluice) != len(baseline):
         raise MismatchError(f"{what}: Sluice has {len(sluice)} rows, the baseline {len(baseline)}")
     for ours, theirs in zip(sluice, baseline, strict=True):

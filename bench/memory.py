@@ -15,7 +15,7 @@ import duckdb
 
 from bench import baseline
 from bench.context import Context
-from bench.measure import expect_rows_equal, ratio, run_worker, summarize
+from bench.measure import Stats, expect_rows_equal, ratio, run_worker, summarize
 
 
 def run(ctx: Context, history: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -46,6 +46,8 @@ def run(ctx: Context, history: dict[str, Any] | None = None) -> dict[str, Any]:
     ctx.done_with(data_dir)
 
     build_stats = summarize([b.run for b in builds], work=False)
+    build_stats["dbt_nodes_seconds"] = Stats.of([b.nodes_seconds for b in builds]).as_dict()
+    build_stats["dbt_models_seconds"] = Stats.of([b.models_seconds for b in builds]).as_dict()
     base_stats = summarize(base_runs)
     load_stats = summarize([load])
     peak = build_stats["peak_rss"]["high"]

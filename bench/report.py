@@ -70,7 +70,7 @@ def _ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
 
-def _benchmark_markdown(key: str, result: dict[str, Any]) -> list[str]:
+def _benchmark_markdown(key: str, result: dict[str, Any], run: dict[str, Any]) -> list[str]:
     if "error" in result:
         return [f"### {key}", "", f"**Failed:** `{result['error']}`", ""]
     met = result.get("met")
@@ -82,6 +82,8 @@ def _benchmark_markdown(key: str, result: dict[str, Any]) -> list[str]:
         f"Target: {result['target']}. Measured: **{result['measured']}** ({verdict}).",
         "",
     ]
+    if result.get("finished", run["finished"]) != run["finished"]:
+        lines[-1:-1] = [f"(Measured {result['finished']}, {result.get('code', '')}.)"]
     extra_cols = [
         c
         for c in ("dbt_nodes_seconds", "dbt_models_seconds")
@@ -132,7 +134,7 @@ def markdown(size: str, run: dict[str, Any]) -> str:
     for key, result in run["benchmarks"].items():
         if key == "ingest_api":
             continue
-        lines += _benchmark_markdown(key, result)
+        lines += _benchmark_markdown(key, result, run)
     ingest = run["benchmarks"].get("ingest_api")
     if ingest is not None and "skipped" in ingest:
         lines += [f"Ingest API: skipped ({ingest['skipped']}).", ""]
@@ -157,6 +159,12 @@ def write(size: str, run: dict[str, Any], results_dir: Path = RESULTS_DIR, doc: 
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def load(size: str, results_dir: Path = RESULTS_DIR) -> dict[str, Any] | None:
+    """The last results written for ``size``, if any."""
+    path = results_dir / f"{size}.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def now() -> str:

@@ -132,7 +132,7 @@ class DataDir:
         return (
             self.query("select event_date, active_users from marts.dau" + window, [first, last]),
             self.query(
-                "select event_date, round(revenue_usd, 2), orders, paying_users "
+                "select event_date, revenue_usd, orders, paying_users "
                 "from marts.revenue_daily" + window,
                 [first, last],
             ),
