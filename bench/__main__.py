@@ -100,16 +100,22 @@ def run_all(
     for result in results.values():
         result.setdefault("code", code)
         result.setdefault("finished", report.now())
+    full_run_seconds = None
     if write and only:
         # A partial run updates its benchmarks in the size's results and keeps the others.
         previous = report.load(size)
         if previous is not None:
+            for result in previous["benchmarks"].values():
+                result.setdefault("code", previous.get("code", ""))
+                result.setdefault("finished", previous["finished"])
             results = {**previous["benchmarks"], **results}
+            full_run_seconds = previous.get("full_run_seconds", previous["seconds"])
             results = {name: results[name] for name in BENCHMARKS if name in results}
     run = {
         "size": size,
         "finished": report.now(),
         "seconds": time.perf_counter() - started,
+        "full_run_seconds": full_run_seconds or time.perf_counter() - started,
         "repeats": ctx.repeats,
         "code": code,
         "machine": report.machine(),

@@ -126,7 +126,8 @@ def markdown(size: str, run: dict[str, Any]) -> str:
         f"{info['memory_gib']} GiB, {info['os']}; Python {info['python']}, {versions}; "
         f"code: {run.get('code', 'commit ' + info['commit'])}. "
         f"{run['repeats']} runs of each measurement; "
-        f"the run took {run['seconds'] / 60:.1f} minutes. Ratios are median over median; "
+        f"a full run took {run.get('full_run_seconds', run['seconds']) / 60:.0f} minutes. "
+        "Ratios are median over median; "
         "times are seconds of the work itself (without interpreter start-up) except for "
         "dbt, where they are whole invocations.",
         "",
