@@ -11,7 +11,10 @@ Everything reads the serving snapshot, never the warehouse, through a cache
 (``serving.cache``) that a new snapshot empties. A read key comes as
 ``Authorization: Bearer <key>`` (or as HTTP Basic user name); a write key is refused here,
 and the ingest routes refuse read keys. Refusals are JSON ``{"error": ..., "limit": ...}``.
-Reads no environment: settings come in through ``QueryApi``.
+Each report and query request is one JSON line in the access log (``sluice.api.access``): the
+key's name, the report or a hash of the SQL (never the SQL, which may hold literals), the
+status, the limit hit, rows, cache and time. Reads no environment: settings come in through
+``QueryApi``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import hashlib
 import json
+import logging
 import math
 import time
 from collections import Counter
@@ -60,6 +65,8 @@ MAX_SQL_BYTES = 64 * 1024
 # Queries running at once: the server also takes events, on two cores.
 CONCURRENT_QUERIES = 2
 QUERY_BUCKETS = (*LATENCY_BUCKETS, 5.0, 10.0)
+
+access_log = logging.getLogger("sluice.api.access")
 
 
 class Keys(Protocol):
@@ -236,8 +243,15 @@ class QueryApi:
             self.cache.put(info.stamp, cache_key, result, ttl)
         return result, info, False
 
-    def _observe(self, started: float, response: Response) -> Response:
-        self.metrics.latency.observe(time.perf_counter() - started)
+    def _observe(
+        self, started: float, request: Request, response: Response, fields: dict[str, Any]
+    ) -> Response:
+        elapsed = time.perf_counter() - started
+        self.metrics.latency.observe(elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            entry: dict[str, Any] = {"method": request.method, "path": request.url.path}
+            entry |= {"status": response.status_code, "ms": round(elapsed * 1000, 2), **fields}
+            access_log.info(json.dumps(entry, default=str))
         return response
 
     # -- routes ----------------------------------------------------------------------------
@@ -270,8 +284,9 @@ class QueryApi:
 
     async def report(self, request: Request) -> Response:
         started = time.perf_counter()
+        fields: dict[str, Any] = {}
         try:
-            reader = self._reader(request)
+            reader = fields["reader"] = self._reader(request)
             try:
                 saved = find_report(self.reports_dir, request.path_params["name"])
             except ReportError as error:
@@ -292,18 +307,19 @@ class QueryApi:
             if approx:
                 sql = approximate_distinct(sql)
             key = ("report", saved.name, saved.sql, start, end, approx)
+            fields |= {"report": saved.name, "start": start, "end": end}
             result, info, cached = await self._run(
                 reader, key, ttl_for(end, today), sql, {"start": start, "end": end}, False
             )
         except QueryRefused as error:
             self.metrics.refusals[error.limit] += 1
-            return self._observe(started, _refused(error))
+            return self._observe(started, request, _refused(error), fields | {"limit": error.limit})
+        fields |= {"rows": len(result.rows), "cached": cached}
         headers = {"X-Sluice-Cache": "hit" if cached else "miss"}
         if fmt == "csv":
             text = render_csv(self._report_result(saved, start, end, result, info))
-            return self._observe(
-                started, Response(text, 200, headers, media_type="text/csv; charset=utf-8")
-            )
+            response = Response(text, 200, headers, media_type="text/csv; charset=utf-8")
+            return self._observe(started, request, response, fields)
         body = {
             "report": saved.name,
             "description": saved.description,
@@ -316,7 +332,7 @@ class QueryApi:
             "rows": [list(row) for row in result.rows],
             "truncated": result.truncated,
         }
-        return self._observe(started, _json(body, headers=headers))
+        return self._observe(started, request, _json(body, headers=headers), fields)
 
     @staticmethod
     def _report_result(
@@ -327,8 +343,9 @@ class QueryApi:
 
     async def query(self, request: Request) -> Response:
         started = time.perf_counter()
+        fields: dict[str, Any] = {}
         try:
-            reader = self._reader(request)
+            reader = fields["reader"] = self._reader(request)
             body = await request.body()
             if len(body) > MAX_SQL_BYTES:
                 raise QueryRefused("request_size", 413, "the request is over 64 KB")
@@ -342,13 +359,15 @@ class QueryApi:
             if not isinstance(sql, str) or not sql.strip():
                 raise QueryRefused("parameters", 400, '"sql" must be a non-empty string')
             approx = doc.get("approx") is True
+            fields["sql_sha256"] = hashlib.sha256(sql.encode()).hexdigest()[:16]
             key = ("query", sql.strip(), approx)
             result, info, cached = await self._run(
                 reader, key, ttl_for(None, self._today()), sql, {}, approx
             )
         except QueryRefused as error:
             self.metrics.refusals[error.limit] += 1
-            return self._observe(started, _refused(error))
+            return self._observe(started, request, _refused(error), fields | {"limit": error.limit})
+        fields |= {"rows": len(result.rows), "cached": cached}
         answer = {
             "columns": result.columns,
             "rows": [list(row) for row in result.rows],
@@ -359,7 +378,7 @@ class QueryApi:
             "snapshot": {"run_id": info.run_id, "built_at": info.built_at},
         }
         headers = {"X-Sluice-Cache": "hit" if cached else "miss"}
-        return self._observe(started, _json(answer, headers=headers))
+        return self._observe(started, request, _json(answer, headers=headers), fields)
 
     async def dashboard(self, _request: Request) -> Response:
         # The page holds no data: its script asks for a read key and calls /v1/reports.
