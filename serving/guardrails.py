@@ -312,7 +312,7 @@ def run_isolated(
                 "timeout",
                 408,
                 f"the query ran longer than {limits.timeout_seconds:g} s "
-                "(SLUICE_QUERY_TIMEOUT_SECONDS) and was stopped",
+                "(SLUICE_QUERY_TIMEOUT_SECONDS), ignored the interrupt, and its process was killed",
             )
         try:
             outcome = receiver.recv()
