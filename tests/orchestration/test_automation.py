@@ -17,7 +17,7 @@ def test_landing_sensor_requests_a_load_only_when_files_change(make_settings) ->
     prepare(settings)
     defs = build_definitions(settings)
     sensor = defs.resolve_sensor_def("landing_files_sensor")
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         empty = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
         assert not empty.run_requests
 
@@ -61,7 +61,7 @@ def test_daily_schedule_builds_yesterday(make_settings) -> None:
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def("daily_elt_schedule")
     tick = dt.datetime(2026, 3, 20, 0, 30, tzinfo=dt.UTC)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
         result = schedule.evaluate_tick(context)
     assert [r.partition_key for r in result.run_requests or []] == ["2026-03-19"]
