@@ -45,6 +45,8 @@ _VALIDATE_SQL = f"""
 create or replace temp table checked as
 with docs as (
     select
+        source,
+        source_file,
         line_number,
         raw_line,
         json_valid(raw_line) as is_json
@@ -54,6 +56,8 @@ with docs as (
 
 parsed as (
     select
+        source,
+        source_file,
         line_number,
         raw_line,
         is_json,
@@ -66,6 +70,8 @@ parsed as (
 
 fields as (
     select
+        source,
+        source_file,
         line_number,
         raw_line,
         is_json,
@@ -135,44 +141,51 @@ select
     properties,
     traits,
     context,
-    $source as _source,
-    $source_file as _source_file,
+    source as _source,
+    source_file as _source_file,
     line_number as _line_number,
     $loaded_at as _loaded_at
 from checked
 where reason is null
-order by line_number
 """
 
 _REJECTED_SQL = """
 select
-    $source as _source,
-    $source_file as _source_file,
+    source as _source,
+    source_file as _source_file,
     line_number as _line_number,
     reason,
     raw_line,
     $loaded_at as _rejected_at
 from checked
 where reason is not null
-order by line_number
 """
 
 _DATES_SQL = """
-select cast(timestamp as date) as event_date, count(*) as events
-from accepted
+select cast(cast(timestamp as date) as varchar) as event_date, count(*) as events
+from checked
+where reason is null
 group by all
 order by event_date
 """
 
+_COUNTS_SQL = """
+select source_file, count(*) filter (reason is null), count(*) filter (reason is not null)
+from checked
+group by all
+"""
+
 
 @dataclass(frozen=True)
-class ParsedFile:
-    """The accepted and rejected rows of one landing file, as Arrow tables."""
+class ParsedFiles:
+    """The accepted and rejected rows of some landing files, as Arrow tables."""
 
-    path: str
+    paths: list[str]
     accepted: pa.Table
     rejected: pa.Table
     events_by_date: dict[str, int]
+    # source_file -> (accepted rows, rejected rows); every parsed file has an entry.
+    rows_by_file: dict[str, tuple[int, int]]
 
 
 def _read_lines_fast(path: Path) -> pa.Table | None:
@@ -239,26 +252,49 @@ def source_of(source_file: str) -> str:
     return FILES_SOURCE
 
 
-def parse_file(path: Path, source_file: str, loaded_at: object) -> ParsedFile:
-    """Validate every line of one landing file against the event contract."""
-    lines = read_lines(path)
+def _with_file(lines: pa.Table, source_file: str) -> pa.Table:
+    n = lines.num_rows
+    source = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), [source_of(source_file)])
+    name = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), [source_file])
+    return lines.append_column("source", source).append_column("source_file", name)
+
+
+def parse_files(files: list[tuple[Path, str]], loaded_at: object) -> ParsedFiles:
+    """Validate every line of some landing files (path, name) against the event contract.
+
+    All files go through one query: a DuckDB connection and its plan cost about as much as
+    parsing a small file, so a load parses its new files in a few large batches. Rows keep
+    the order of the files and their lines (DuckDB preserves insertion order), with no sort.
+    """
+    tables = [_with_file(read_lines(path), name) for path, name in files]
+    lines = pa.concat_tables(tables, promote_options="permissive") if tables else None
     con = duckdb.connect()
     try:
         con.execute("set TimeZone = 'UTC'")
-        con.register("lines", lines)
+        con.register("lines", lines if lines is not None else _EMPTY_LINES)
         con.execute(_VALIDATE_SQL)
-        params = {
-            "source": source_of(source_file),
-            "source_file": source_file,
-            "loaded_at": loaded_at,
-        }
+        params = {"loaded_at": loaded_at}
         accepted = con.sql(_ACCEPTED_SQL, params=params).to_arrow_table()
         rejected = con.sql(_REJECTED_SQL, params=params).to_arrow_table()
-        con.register("accepted", accepted)
-        dates = {str(day): int(n) for day, n in con.execute(_DATES_SQL).fetchall()}
+        dates = {day: int(n) for day, n in con.execute(_DATES_SQL).fetchall()}
+        counts = {
+            name: (int(ok), int(bad)) for name, ok, bad in con.execute(_COUNTS_SQL).fetchall()
+        }
     finally:
         con.close()
-    return ParsedFile(source_file, accepted, rejected, dates)
+    names = [name for _, name in files]
+    rows = {name: counts.get(name, (0, 0)) for name in names}
+    return ParsedFiles(names, accepted, rejected, dates, rows)
+
+
+def parse_file(path: Path, source_file: str, loaded_at: object) -> ParsedFiles:
+    """Validate every line of one landing file against the event contract."""
+    return parse_files([(path, source_file)], loaded_at)
+
+
+_EMPTY_LINES = _with_file(
+    pa.table({"raw_line": pa.array([], pa.string()), "line_number": pa.array([], pa.int64())}), ""
+)
 
 
 def landing_files(landing_dir: Path) -> list[Path]:
