@@ -219,7 +219,8 @@ def dev() -> None:
     "--port", default=None, type=click.IntRange(1, 65535), help="Default: SLUICE_API_PORT."
 )
 def serve(host: str | None, port: int | None) -> None:
-    """Run the ingest API (Segment's HTTP Tracking API) in front of the landing area."""
+    """Run the ingest API (Segment's HTTP Tracking API) in front of the landing area, and the
+    query API and dashboard over the serving snapshot."""
     from ingestion.api.segments import LandingLocked
     from ingestion.api.server import serve as run_server
 
@@ -235,7 +236,8 @@ def serve(host: str | None, port: int | None) -> None:
 
 @main.group()
 def keys() -> None:
-    """Write keys of the ingest API: one per source, stored as hashes only."""
+    """Keys of sluice serve, stored as hashes only: write keys (one per source) send events,
+    read keys (--read) read the query API and the dashboard."""
 
 
 def _key_store() -> KeyStore:
@@ -246,34 +248,37 @@ def _key_store() -> KeyStore:
 
 @keys.command("create")
 @click.argument("name")
-def keys_create(name: str) -> None:
-    """Create a write key for the source NAME and print it (it is shown only this once)."""
+@click.option(
+    "--read", is_flag=True, help="A read key (query API, dashboard) instead of a write key."
+)
+def keys_create(name: str, read: bool) -> None:
+    """Create a write key for the source NAME (or, with --read, a read key named NAME) and
+    print it (it is shown only this once)."""
     from ingestion.api.keys import KeyFileError
 
     try:
-        key = _key_store().create(name)
+        key = _key_store().create(name, kind="read" if read else "write")
     except KeyFileError as error:
         _fail(str(error))
     click.echo(key)
-    click.echo(
-        f"write key for source {name!r}; it is not stored and will not be shown again", err=True
-    )
+    what = f"read key {name!r}" if read else f"write key for source {name!r}"
+    click.echo(f"{what}; it is not stored and will not be shown again", err=True)
 
 
 @keys.command("list")
 def keys_list() -> None:
-    """Key names, when they were created, and whether they are revoked."""
+    """Key names, their kind (write or read), when they were created, and if revoked."""
     from ingestion.api.keys import KeyFileError
 
     try:
         entries = _key_store().list()
     except KeyFileError as error:
         _fail(str(error))
-    table = Table(title="Ingest API write keys")
-    for column in ("name (source)", "created", "revoked"):
+    table = Table(title="Keys of sluice serve")
+    for column in ("name (source)", "kind", "created", "revoked"):
         table.add_column(column)
     for entry in entries:
-        table.add_row(entry.name, entry.created_at, entry.revoked_at or "")
+        table.add_row(entry.name, entry.kind, entry.created_at, entry.revoked_at or "")
     console.print(table)
 
 
@@ -287,7 +292,7 @@ def keys_revoke(name: str) -> None:
         _key_store().revoke(name)
     except KeyFileError as error:
         _fail(str(error))
-    console.print(f"revoked the write key {name!r}")
+    console.print(f"revoked the key {name!r}")
 
 
 @main.group()

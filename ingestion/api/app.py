@@ -2,10 +2,13 @@
 
 ``POST /v1/{track,identify,page,screen,group,alias}`` take one message, ``/v1/batch`` (and
 ``/v1/import``) a ``{"batch": [...]}``. The write key comes as HTTP Basic user name or as
-``writeKey`` in the body; bodies may be gzip. Every message a request carries is appended to
-the write key's source's landing segment before the answer; ``{"success": true}`` says how
-many of them the loader will accept and which it will quarantine. Reads no environment: the
-settings come in through ``create_app``.
+``writeKey`` in the body (a read key is refused); bodies may be gzip. Every message a request
+carries is appended to the write key's source's landing segment before the answer;
+``{"success": true}`` says how many of them the loader will accept and which it will
+quarantine. Reads no environment: the settings come in through ``create_app``.
+
+The same app serves the read side, ``serving/query_api.py`` (reports, ad-hoc SQL on the
+serving snapshot, the dashboard) for read keys; its figures are appended to ``/metrics``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -37,6 +40,9 @@ from ingestion.api.ratelimit import RateLimiter
 from ingestion.api.segments import GroupCommitter, SegmentWriter, lock_landing, recover
 from ingestion.landing import LANDING_SUFFIX
 from sluice.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.query_api import QueryApi
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
@@ -137,6 +143,8 @@ class IngestApi:
         )
         self.committer: GroupCommitter | None = None
         self._lock_fd: int | None = None
+        # More Prometheus text for /metrics (the query API's), rendered off the event loop.
+        self.extra_metrics: list[Callable[[], str]] = []
 
     def open(self) -> list[Path]:
         """Take the landing lock and close segments a crashed server left open."""
@@ -208,6 +216,10 @@ class IngestApi:
             log.error("%s", error)
             raise HttpError(503, "the key file cannot be read; see the server log") from None
         if source is None:
+            if self.keys.reader_of(key) is not None:
+                raise HttpError(
+                    403, "this is a read key, which cannot send events; use a write key"
+                )
             raise HttpError(401, "unknown or revoked write key")
         fields["source"] = source
         if kind in SINGLE_TYPES:
@@ -283,6 +295,8 @@ class IngestApi:
     async def metrics_text(self, _request: Request) -> Response:
         waiting = await asyncio.to_thread(self.segments_waiting)
         text = self.metrics.render(self.writer.open_segments, waiting)
+        for render in self.extra_metrics:
+            text += await asyncio.to_thread(render)
         return Response(text, media_type="text/plain; version=0.0.4")
 
     def segments_waiting(self) -> int:
@@ -302,13 +316,22 @@ class IngestApi:
         return len(closed - set(loaded))
 
 
-def create_app(settings: Settings, api: IngestApi | None = None) -> Starlette:
+def create_app(
+    settings: Settings, api: IngestApi | None = None, query_api: QueryApi | None = None
+) -> Starlette:
+    from serving.query_api import QueryApi
+
     api = api or IngestApi(settings)
+    query_api = query_api or QueryApi(settings, api.keys)
+    api.extra_metrics.append(query_api.render_metrics)
     routes = [
+        # Before /v1/{kind}, which would take POST /v1/query for an event type.
+        *query_api.routes(),
         Route("/v1/{kind}", api.ingest, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.metrics_text, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=api.lifespan)
     app.state.api = api
+    app.state.query_api = query_api
     return app

@@ -1,11 +1,13 @@
-"""Write keys of the ingest API: create, list, revoke, look up. Only hashes are stored.
+"""Keys of ``sluice serve``: create, list, revoke, look up. Only hashes are stored.
 
 The key file (``Settings.api_keys_path``, ``<data dir>/keys.json``) holds one entry per key
-name; the name is also the source that every event sent with the key belongs to (its
-segments go to ``landing/sources/<name>/``). Keys are 192 random bits, so a plain SHA-256
-is enough to make the file useless to a reader. The file is replaced atomically and read
-again whenever it changes, so a revoked key stops working without a restart. Reads no
-environment.
+name. A key is of one kind: a **write** key (the default, and what entries without ``kind``
+are) sends events to the ingest API, and its name is the source that every event sent with
+it belongs to (its segments go to ``landing/sources/<name>/``); a **read** key reads the
+query API and the dashboard (``serving/query_api.py``). Neither can do the other's job.
+Keys are 192 random bits, so a plain SHA-256 is enough to make the file useless to a reader.
+The file is replaced atomically and read again whenever it changes, so a revoked key stops
+working without a restart. Reads no environment.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # The loader's source for files dropped outside landing/sources/ (ingestion.landing).
 RESERVED_NAMES = frozenset({"files"})
 KEY_PREFIX = "sk_"
+KINDS = ("write", "read")
 
 
 class KeyFileError(ValueError):
@@ -37,6 +40,7 @@ class WriteKey:
     key_hash: str
     created_at: str
     revoked_at: str | None = None
+    kind: str = "write"
 
     @property
     def active(self) -> bool:
@@ -58,6 +62,7 @@ class KeyStore:
         self.path = path
         self._stamp: tuple[int, int] | None = None
         self._sources: dict[str, str] = {}
+        self._readers: dict[str, str] = {}
 
     def _read(self) -> list[WriteKey]:
         if not self.path.exists():
@@ -91,8 +96,10 @@ class KeyStore:
     def list(self) -> list[WriteKey]:
         return self._read()
 
-    def create(self, name: str) -> str:
+    def create(self, name: str, kind: str = "write") -> str:
         """Make a new key for ``name`` and return it; it is never shown again."""
+        if kind not in KINDS:
+            raise KeyFileError(f"key kind {kind!r} is not one of {', '.join(KINDS)}")
         if not NAME_PATTERN.match(name) or name in RESERVED_NAMES:
             raise KeyFileError(
                 f"{name!r} is not a usable key name: use lowercase letters, digits, '-' and '_' "
@@ -103,7 +110,7 @@ class KeyStore:
             raise KeyFileError(f"a key named {name!r} exists; revoke it first (sluice keys revoke)")
         key = KEY_PREFIX + secrets.token_urlsafe(24)
         keys = [k for k in keys if k.name != name]
-        keys.append(WriteKey(name=name, key_hash=hash_key(key), created_at=_now()))
+        keys.append(WriteKey(name=name, key_hash=hash_key(key), created_at=_now(), kind=kind))
         self._write(keys)
         return key
 
@@ -114,17 +121,31 @@ class KeyStore:
             raise KeyFileError(f"no active key named {name!r} (see sluice keys list)")
         revoked = _now()
         self._write(
-            [WriteKey(k.name, k.key_hash, k.created_at, revoked) if k in found else k for k in keys]
+            [
+                WriteKey(k.name, k.key_hash, k.created_at, revoked, k.kind) if k in found else k
+                for k in keys
+            ]
         )
 
     def source_of(self, key: str) -> str | None:
-        """The source (key name) of an active key, else None. Re-reads the file when it changed."""
+        """The source (key name) of an active write key, else None (a read key included)."""
+        self._refresh()
+        return self._sources.get(hash_key(key))
+
+    def reader_of(self, key: str) -> str | None:
+        """The name of an active read key, else None (a write key included)."""
+        self._refresh()
+        return self._readers.get(hash_key(key))
+
+    def _refresh(self) -> None:
+        """Re-read the file when it changed (mtime and inode)."""
         try:
             stat = self.path.stat()
             stamp = (stat.st_mtime_ns, stat.st_ino)
         except FileNotFoundError:
             stamp = None
         if stamp != self._stamp:
-            self._sources = {k.key_hash: k.name for k in self._read() if k.active}
+            keys = [k for k in self._read() if k.active]
+            self._sources = {k.key_hash: k.name for k in keys if k.kind == "write"}
+            self._readers = {k.key_hash: k.name for k in keys if k.kind == "read"}
             self._stamp = stamp
-        return self._sources.get(hash_key(key))
