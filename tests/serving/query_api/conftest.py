@@ -1,0 +1,125 @@
+"""A small serving snapshot and a real ``sluice serve`` on 127.0.0.1 that reads it.
+
+The snapshot is published by ``serving.snapshot.publish_snapshot`` from a warehouse whose
+marts tables are written here with plain SQL (the marts' own logic is tested in
+tests/dbt_project and tests/serving): 60 days ending today, so ranges can be open or closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from ingestion.api.keys import KeyStore
+from serving.snapshot import publish_snapshot
+from sluice.settings import Settings, load_settings
+from tests.ingestion.api.conftest import Server, free_port
+
+DAYS = 60
+TODAY = dt.datetime.now(dt.UTC).date()
+FIRST = TODAY - dt.timedelta(days=DAYS - 1)
+# Small enough for the tests to reach, big enough for the dashboard and the reports.
+LIMITS = {
+    "SLUICE_QUERY_TIMEOUT_SECONDS": "1",
+    "SLUICE_QUERY_MAX_ROWS": "1000",
+    "SLUICE_QUERY_MAX_SCAN_ROWS": "30000000",
+    "SLUICE_QUERY_PER_MINUTE": "40",
+    "SLUICE_QUERY_SCAN_ROWS_PER_DAY": "3000000",
+}
+
+MARTS_SQL = f"""
+create schema marts;
+create table marts.dau as
+    select day::date as event_date, (100 + 3 * i)::bigint as active_users
+    from (select date '{FIRST}' + i::int as day, i from range({DAYS}) as t(i));
+create table marts.revenue_daily as
+    select event_date, active_users * 1.5 as revenue_usd, (active_users // 10)::bigint as orders,
+           (active_users // 12)::bigint as paying_users
+    from marts.dau;
+create table marts.wau_mau as
+    select event_date, active_users as dau, active_users * 3 as wau, active_users * 6 as mau,
+           1 / 6 as stickiness
+    from marts.dau;
+create table marts.event_counts_daily as
+    select event_date, 'track' as event_type, name as event_name,
+           active_users * 2 as events, active_users as users
+    from marts.dau, (values ('Signed Up'), ('Feature Used'), ('Order Completed')) as n(name);
+create table marts.funnel_daily as
+    select event_date, 20::bigint as signed_up, 12::bigint as used_feature_within_7d,
+           5::bigint as ordered_within_7d
+    from marts.dau;
+create table marts.retention_weekly as
+    select cohort_week, weeks::int as weeks_since_first_seen, 50::bigint as cohort_users,
+           (50 - 5 * weeks)::bigint as retained_users, (50 - 5 * weeks) / 50 as retention_rate
+    from (select distinct date_trunc('week', event_date)::date as cohort_week from marts.dau),
+         range(4) as w(weeks);
+"""
+
+
+def build_warehouse(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(path)) as con:
+        con.execute(MARTS_SQL)
+
+
+def publish(settings: Settings, run_id: str) -> None:
+    publish_snapshot(settings.warehouse_path, settings.serving_path, run_id)
+
+
+@pytest.fixture(scope="package")
+def snapshot_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data_dir = tmp_path_factory.mktemp("query-api") / "data"
+    env = {"SLUICE_DATA_DIR": str(data_dir), "SLUICE_START_DATE": FIRST.isoformat(), **LIMITS}
+    settings = load_settings(env)
+    build_warehouse(settings.warehouse_path)
+    publish(settings, "run-one")
+    return settings
+
+
+@pytest.fixture(scope="package")
+def query_server(
+    snapshot_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    settings = snapshot_settings
+    env = {**os.environ, **settings.subprocess_env(), **LIMITS}
+    log = tmp_path_factory.mktemp("query-api-log") / "serve.log"
+    server = Server(settings, free_port(), env, log)
+    server.start()
+    yield server
+    server.stop(signal.SIGKILL)
+
+
+class Keys:
+    """Makes keys in the server's key file; every name is new."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = KeyStore(settings.api_keys_path)
+        self.count = 0
+
+    def read(self) -> str:
+        self.count += 1
+        return self.store.create(f"reader-{self.count}", kind="read")
+
+    def write(self) -> str:
+        self.count += 1
+        return self.store.create(f"writer-{self.count}")
+
+
+@pytest.fixture(scope="package")
+def keys(snapshot_settings: Settings) -> Keys:
+    return Keys(snapshot_settings)
+
+
+@pytest.fixture
+def client(query_server: Server, keys: Keys) -> Iterator[httpx.Client]:
+    """An HTTP client with a fresh read key of its own (so quotas never carry over)."""
+    headers = {"Authorization": f"Bearer {keys.read()}"}
+    with httpx.Client(base_url=query_server.url, headers=headers, timeout=30) as http:
+        yield http

@@ -1,0 +1,70 @@
+"""The dashboard in real headless Chromium (Debian's /usr/bin/chromium, driven by
+Playwright): it asks for a read key, draws every chart from the report endpoints, fetches
+nothing from elsewhere and logs no error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.ingestion.api.conftest import Server
+from tests.serving.query_api.conftest import Keys
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CHARTS = ("dau", "wau-mau", "revenue", "orders", "funnel", "retention")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None, reason="Chromium is not installed (.ci/run installs it)"
+)
+
+
+def test_the_dashboard_draws_every_chart_from_the_reports(
+    query_server: Server, keys: Keys, tmp_path: Path
+) -> None:
+    problems: list[str] = []
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1400, "height": 1100},
+        )
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(f"{query_server.url}/dashboard")
+            page.fill("#key", keys.read())
+            page.click("#key-form button")
+            page.wait_for_selector("body[data-state=ready]", timeout=20_000)
+            for chart in CHARTS:
+                section = page.locator(f"#chart-{chart}")
+                assert int(section.get_attribute("data-points") or 0) > 0, chart
+                assert section.locator("svg .point").count() > 0, chart
+
+            page.click("button[data-days='7']")
+            # The page's Content-Security-Policy forbids eval, so no wait_for_function here.
+            expect(page.locator("#chart-dau")).to_have_attribute("data-points", "7")
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert problems == []
+    assert all(url.startswith(query_server.url) for url in requested), requested
+    assert any("/v1/reports/weekly_retention" in url for url in requested)
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
