@@ -132,3 +132,28 @@ def test_lines_without_message_id_get_a_deterministic_one(make_settings) -> None
     load(settings)
     ids = query(settings, "select distinct message_id from raw.events")
     assert len(ids) == 1 and ids[0][0].startswith("sluice-")
+
+
+def test_files_parsed_in_one_batch_or_many_load_the_same(make_settings, monkeypatch) -> None:
+    import ingestion.landing_source as landing_source_module
+
+    lines = [json.dumps(m) for m in GOOD] + ["{broken"]
+    together = make_settings(dt.date(2026, 3, 1), name="together")
+    for name in ("a.jsonl", "b.jsonl", "c.jsonl"):
+        write_lines(together.landing_dir / name, lines)
+    one_batch = load(together)
+
+    monkeypatch.setattr(landing_source_module, "BATCH_BYTES", 1)
+    apart = make_settings(dt.date(2026, 3, 1), name="apart")
+    for name in ("a.jsonl", "b.jsonl", "c.jsonl"):
+        write_lines(apart.landing_dir / name, lines)
+    many_batches = load(apart)
+
+    for report in (one_batch, many_batches):
+        assert report.files == ["a.jsonl", "b.jsonl", "c.jsonl"]
+        assert (report.loaded_rows, report.rejected_rows) == (9, 3)
+    sql = "select _source_file, _line_number, message_id from raw.events order by all"
+    assert query(together, sql) == query(apart, sql)
+    rejected = "select _source_file, _line_number, reason from raw.rejected_events order by all"
+    assert query(together, rejected) == query(apart, rejected)
+    assert [row[1] for row in query(together, rejected)] == [4, 4, 4]
