@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "end_to_end": end_to_end.run,
     "memory": memory.run,
     "ingest_api": ingest.run,
+    "serving": ingest.run_serving,
 }
 
 
@@ -126,6 +127,8 @@ def run_all(
         report.write(size, run)
         if "ingest_api" in results:
             ingest.write_section(results["ingest_api"])
+        if "serving" in results:
+            ingest.write_section(results["serving"], ingest.SERVING)
     return run
 
 

@@ -133,12 +133,15 @@ def markdown(size: str, run: dict[str, Any]) -> str:
         "",
     ]
     for key, result in run["benchmarks"].items():
-        if key == "ingest_api":
+        if key in ("ingest_api", "serving"):  # they write sections of their own
             continue
         lines += _benchmark_markdown(key, result, run)
     ingest = run["benchmarks"].get("ingest_api")
     if ingest is not None and "skipped" in ingest:
         lines += [f"Ingest API: skipped ({ingest['skipped']}).", ""]
+    serving = run["benchmarks"].get("serving")
+    if serving is not None and "error" in serving:
+        lines += [f"Serving: **failed** (`{serving['error']}`).", ""]
     lines.append(f"<!-- bench:{size}:end -->")
     return "\n".join(lines)
 
