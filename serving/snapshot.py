@@ -27,6 +27,8 @@ from pathlib import Path
 
 import duckdb
 
+from sluice.durable import fsync_path
+
 # The oldest storage format DuckDB 2.x can write; DuckDB 1.0 and later open it.
 STORAGE_VERSION = "v1.0.0"
 META_SCHEMA = "sluice_meta"
@@ -53,14 +55,6 @@ def _literal(path: Path) -> str:
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_tables(
@@ -125,9 +119,9 @@ def publish_snapshot(
     try:
         version = _copy_tables(warehouse, partial, run_id, schemas)
         # On disk before the rename, so a crash never leaves a half-written snapshot in place.
-        _fsync(partial)
+        fsync_path(partial)
         os.replace(partial, target)
-        _fsync(target.parent)
+        fsync_path(target.parent)
     finally:
         for path in leftovers:
             path.unlink(missing_ok=True)

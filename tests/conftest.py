@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,26 @@ def make_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return settings
 
     return _make
+
+
+@contextlib.contextmanager
+def built_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, name: str, days: int, users: int, seed: int
+) -> Iterator[Settings]:
+    """A data directory with ``days`` generated days up to yesterday, loaded and built in one
+    Dagster run; its settings are exported to the environment while the block runs."""
+    from ingestion.generator import generate
+    from sluice.runs import materialize_range
+
+    last = yesterday()
+    first = last - dt.timedelta(days=days - 1)
+    data_dir = tmp_path_factory.mktemp(name) / "data"
+    env = {"SLUICE_DATA_DIR": str(data_dir), "SLUICE_START_DATE": first.isoformat()}
+    settings = load_settings(env)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {**env, **settings.subprocess_env()}.items():
+            patch.setenv(key, value)
+        generate(settings.landing_dir, first, days, users, seed=seed)
+        outcome = materialize_range(settings, first, last)
+        assert outcome.success, outcome.message
+        yield settings

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ingestion.landing import LANDING_SUFFIX
+from sluice.durable import fsync_path
 
 OPEN_SUFFIX = LANDING_SUFFIX + ".tmp"
 LOCK_NAME = ".ingest-api.lock"
@@ -34,14 +35,6 @@ LOCK_NAME = ".ingest-api.lock"
 
 class LandingLocked(RuntimeError):
     """Another ingest API process writes to this landing area."""
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _complete_length(handle: BinaryIO, size: int, chunk: int = 1 << 16) -> int:
@@ -70,11 +63,11 @@ def close_segment(path: Path, complete: bool = False) -> Path | None:
         os.fsync(handle.fileno())
     if keep == 0:
         path.unlink()
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
         return None
     closed = path.with_name(path.name[: -len(".tmp")])
     os.rename(path, closed)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     return closed
 
 
@@ -129,7 +122,7 @@ class SegmentWriter:
             path = folder / f"{stamp}-{os.getpid()}-{self._counter:06d}{OPEN_SUFFIX}"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
             # The new name must survive a crash as surely as the lines written to it.
-            fsync_dir(folder)
+            fsync_path(folder)
             segment = self._open[source] = _Segment(path, fd, 0, time.monotonic())
         return segment
 

@@ -17,10 +17,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from ingestion.generator import generate
 from orchestration.definitions import build_definitions
 from sluice.runs import materialize_range, run_job
-from sluice.settings import Settings, load_settings
+from sluice.settings import Settings
+from tests.conftest import built_data_dir
 from tests.orchestration.independent import daily_metrics
 
 pytestmark = pytest.mark.slow
@@ -32,15 +32,7 @@ FIRST = LAST - dt.timedelta(days=DAYS - 1)
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    data_dir = tmp_path_factory.mktemp("pipeline") / "data"
-    env = {"SLUICE_DATA_DIR": str(data_dir), "SLUICE_START_DATE": FIRST.isoformat()}
-    settings = load_settings(env)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {**env, **settings.subprocess_env()}.items():
-            patch.setenv(key, value)
-        generate(settings.landing_dir, FIRST, DAYS, 250, seed=11)
-        outcome = materialize_range(settings, FIRST, LAST)
-        assert outcome.success, outcome.message
+    with built_data_dir(tmp_path_factory, "pipeline", DAYS, 250, seed=11) as settings:
         yield settings
 
 
