@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.measure import start_sluice_serve
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 DOC = REPO_DIR / "docs" / "benchmarks.md"
 START, END = "<!-- bench:ingest_api:start -->", "<!-- bench:ingest_api:end -->"
@@ -217,22 +219,7 @@ def _start_server(data_dir: Path, port: int, log: Path) -> subprocess.Popen[byte
         "SLUICE_API_RATE": "100000000",
         "SLUICE_API_BURST": "100000000",
     }
-    sluice = str(Path(sys.executable).with_name("sluice"))
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sluice, "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"sluice serve exited: {log.read_text()[-2000:]}") from None
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("sluice serve did not start in 30 s")
+    return start_sluice_serve(env, port, log)
 
 
 def _fsync_quantile(port: int, quantile: float) -> float | None:

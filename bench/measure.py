@@ -174,3 +174,25 @@ def expect_rows_equal(
         )
         if not same:
             raise MismatchError(f"{what}: Sluice has row {ours!r}, the baseline {theirs!r}")
+
+
+def start_sluice_serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start `sluice serve` on 127.0.0.1:port with env, logging to log; wait until it listens."""
+    import socket
+
+    sluice = str(Path(sys.executable).with_name("sluice"))
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sluice, "serve", "--port", str(port)], env=env, stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"sluice serve exited: {log.read_text()[-2000:]}") from None
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("sluice serve did not start in 30 s")

@@ -25,11 +25,12 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.measure import start_sluice_serve
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DOC = REPO_DIR / "docs" / "benchmarks.md"
@@ -151,27 +152,6 @@ def layer_latency(snapshot: Path, last: dt.date, name: str) -> dict[str, dict[st
     return out
 
 
-def _start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    import socket
-
-    sluice = str(Path(sys.executable).with_name("sluice"))
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sluice, "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"sluice serve exited: {log.read_text()[-2000:]}") from None
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("sluice serve did not start in 30 s")
-
-
 def api_latency(data_dir: Path, last: dt.date, log: Path) -> dict[str, dict[str, Any]]:
     """Uncached and cached latency of each report through ``sluice serve`` over HTTP."""
     import httpx
@@ -189,7 +169,7 @@ def api_latency(data_dir: Path, last: dt.date, log: Path) -> dict[str, dict[str,
     settings = load_settings(env)
     key = KeyStore(settings.api_keys_path).create("bench-reader", kind="read")
     port = _free_port()
-    server = _start_server(env, port, log)
+    server = start_sluice_serve(env, port, log)
     out: dict[str, dict[str, Any]] = {}
     try:
         headers = {"Authorization": f"Bearer {key}"}
