@@ -13,10 +13,17 @@ While it runs, a timer thread interrupts it after ``timeout_seconds``; at most `
 rows come back (the answer says when it was cut). Each refusal is a ``QueryRefused`` that
 names the limit. Reads no environment: the limits come from the caller (``Settings``).
 
-``run_isolated`` does the same in a child process (forked from a clean fork server) whose
-address space is capped: some DuckDB functions (``repeat('x', 1e9)``) allocate outside the
-memory limit and cannot be interrupted, so the server kills the child when it overstays the
-timeout, and a child that runs out of memory or crashes takes only its own query down.
+Two ways to run, for two kinds of SQL:
+
+- ``run_isolated`` (ad-hoc SQL from ``POST /v1/query``) does it in a child process (forked
+  from a clean fork server) whose address space is capped: some DuckDB functions
+  (``repeat('x', 1e9)``) allocate outside the memory limit and cannot be interrupted, so the
+  server kills the child when it overstays the timeout, and a child that runs out of memory
+  or crashes takes only its own query down. It costs a process and an opening of the
+  snapshot per query (~100 ms).
+- ``SharedSnapshot`` (the saved reports' reviewed SQL) does it in the caller's process on one
+  locked connection kept open, a cursor per query, reopened when a new snapshot replaces the
+  file: a few milliseconds per query.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import json
 import multiprocessing
 import resource
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,9 @@ from typing import Any
 import duckdb
 
 from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing
+
+# The name the snapshot is attached under; queries see its schemas (marts.dau) directly.
+SNAPSHOT_CATALOG = "snapshot"
 
 
 @dataclass(frozen=True)
@@ -143,8 +153,7 @@ def _plan_rows(node: dict[str, Any]) -> tuple[int, int]:
     return read, max(peak, rows)
 
 
-@contextlib.contextmanager
-def locked_snapshot(snapshot: Path, limits: QueryLimits) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_locked(snapshot: Path, limits: QueryLimits) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the snapshot attached read-only and no way out of it."""
     if not snapshot.exists():
         raise SnapshotMissing(
@@ -159,12 +168,23 @@ def locked_snapshot(snapshot: Path, limits: QueryLimits) -> Iterator[duckdb.Duck
     con = duckdb.connect(":memory:", config=config)
     try:
         path = "'" + str(snapshot).replace("'", "''") + "'"
-        con.execute(f"attach {path} as snapshot (read_only)")
-        con.execute("use snapshot")
+        con.execute(f"attach {path} as {SNAPSHOT_CATALOG} (read_only)")
+        con.execute(f"use {SNAPSHOT_CATALOG}")
         con.execute("set enable_external_access = false")
         con.execute("set autoinstall_known_extensions = false")
         con.execute("set autoload_known_extensions = false")
         con.execute("set lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+@contextlib.contextmanager
+def locked_snapshot(snapshot: Path, limits: QueryLimits) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``open_locked``, closed at the end of the block."""
+    con = open_locked(snapshot, limits)
+    try:
         yield con
     finally:
         con.close()
@@ -186,6 +206,64 @@ def _refusal(error: duckdb.Error) -> QueryRefused:
     return QueryRefused("query_error", 400, first_line)
 
 
+def _checked(sql: str, approx: bool) -> str:
+    query = check_select(sql)
+    return approximate_distinct(query) if approx else query
+
+
+def _guarded(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    params: dict[str, Any],
+    limits: QueryLimits,
+    run_id: str,
+) -> QueryResult:
+    """Run a checked SELECT on a locked connection: the scan estimate first, then the query
+    under a timer that interrupts it, cut at ``max_rows``."""
+    try:
+        plan = con.execute(f"explain (format json) {query}", params).fetchall()
+    except duckdb.Error as error:
+        raise _refusal(error) from None
+    read, peak = 0, 0
+    for _kind, text in plan:
+        for node in json.loads(text):
+            node_read, node_peak = _plan_rows(node)
+            read, peak = read + node_read, max(peak, node_peak)
+    estimate = max(read, peak)
+    if estimate > limits.max_scan_rows:
+        raise QueryRefused(
+            "scan_limit",
+            413,
+            f"the query would handle about {estimate:,} rows; the limit is "
+            f"{limits.max_scan_rows:,} (SLUICE_QUERY_MAX_SCAN_ROWS): filter or aggregate",
+        )
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        con.interrupt()
+
+    timer = threading.Timer(limits.timeout_seconds, stop)
+    timer.start()
+    try:
+        cursor = con.execute(query, params)
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchmany(limits.max_rows + 1)
+    except duckdb.Error as error:
+        if timed_out.is_set():
+            raise QueryRefused(
+                "timeout",
+                408,
+                f"the query ran longer than {limits.timeout_seconds:g} s "
+                "(SLUICE_QUERY_TIMEOUT_SECONDS) and was stopped",
+            ) from None
+        raise _refusal(error) from None
+    finally:
+        timer.cancel()
+    truncated = len(rows) > limits.max_rows
+    return QueryResult(columns, rows[: limits.max_rows], truncated, read, run_id)
+
+
 def run_guarded(
     snapshot: Path,
     sql: str,
@@ -194,54 +272,96 @@ def run_guarded(
     approx: bool = False,
 ) -> QueryResult:
     """Check and run one SELECT on the snapshot within ``limits``; raises QueryRefused."""
-    query = check_select(sql)
-    if approx:
-        query = approximate_distinct(query)
-    params = dict(parameters or {})
+    query = _checked(sql, approx)
     with locked_snapshot(snapshot, limits) as con:
-        run_id = snapshot_run_id(con)
-        try:
-            plan = con.execute(f"explain (format json) {query}", params).fetchall()
-        except duckdb.Error as error:
-            raise _refusal(error) from None
-        read, peak = 0, 0
-        for _kind, text in plan:
-            for node in json.loads(text):
-                node_read, node_peak = _plan_rows(node)
-                read, peak = read + node_read, max(peak, node_peak)
-        estimate = max(read, peak)
-        if estimate > limits.max_scan_rows:
-            raise QueryRefused(
-                "scan_limit",
-                413,
-                f"the query would handle about {estimate:,} rows; the limit is "
-                f"{limits.max_scan_rows:,} (SLUICE_QUERY_MAX_SCAN_ROWS): filter or aggregate",
-            )
-        timed_out = threading.Event()
+        return _guarded(con, query, dict(parameters or {}), limits, snapshot_run_id(con))
 
-        def stop() -> None:
-            timed_out.set()
-            con.interrupt()
 
-        timer = threading.Timer(limits.timeout_seconds, stop)
-        timer.start()
+@dataclass
+class _Opened:
+    """One opening of the snapshot file, and how many queries are using it."""
+
+    stamp: Hashable
+    con: duckdb.DuckDBPyConnection
+    run_id: str
+    users: int = 0
+    retired: bool = False
+
+
+def file_stamp(path: Path) -> Hashable:
+    """What changes when a new snapshot is renamed over ``path``."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise SnapshotMissing(
+            f"no serving snapshot at {path}; it is published after each build "
+            "(run `sluice materialize --start D1 --end D2`)"
+        ) from None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+class SharedSnapshot:
+    """``run_guarded`` on one locked connection to the snapshot, kept open between queries.
+
+    For reviewed SQL only (the saved reports): the query runs in the caller's process, which
+    saves the child process and the opening of the snapshot (~100 ms), but a query that
+    allocates outside DuckDB's memory limit would take the caller down with it. Each query
+    gets its own cursor, so queries on different threads run side by side. When a new
+    snapshot is renamed over the file, the next query opens it; the old connection is closed
+    once the queries still reading it are done.
+    """
+
+    def __init__(self, path: Path, limits: QueryLimits) -> None:
+        self.path = path
+        self.limits = limits
+        self._current: _Opened | None = None
+        self._lock = threading.Lock()
+
+    def _acquire(self) -> tuple[_Opened, duckdb.DuckDBPyConnection]:
+        stamp = file_stamp(self.path)
+        with self._lock:
+            opened = self._current
+            if opened is None or opened.stamp != stamp:
+                con = open_locked(self.path, self.limits)
+                fresh = _Opened(stamp, con, snapshot_run_id(con))
+                if opened is not None:
+                    self._retire(opened)
+                self._current = opened = fresh
+            opened.users += 1
+            # Creating a cursor touches the shared connection: done under the lock.
+            cursor = opened.con.cursor()
+        return opened, cursor
+
+    def _retire(self, opened: _Opened) -> None:
+        opened.retired = True
+        if opened.users == 0:
+            opened.con.close()
+
+    def _release(self, opened: _Opened, cursor: duckdb.DuckDBPyConnection) -> None:
+        cursor.close()
+        with self._lock:
+            opened.users -= 1
+            if opened.retired and opened.users == 0:
+                opened.con.close()
+
+    def run(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, approx: bool = False
+    ) -> QueryResult:
+        """Check and run one SELECT within the limits; raises QueryRefused or SnapshotMissing."""
+        query = _checked(sql, approx)
+        opened, cursor = self._acquire()
         try:
-            cursor = con.execute(query, params)
-            columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchmany(limits.max_rows + 1)
-        except duckdb.Error as error:
-            if timed_out.is_set():
-                raise QueryRefused(
-                    "timeout",
-                    408,
-                    f"the query ran longer than {limits.timeout_seconds:g} s "
-                    "(SLUICE_QUERY_TIMEOUT_SECONDS) and was stopped",
-                ) from None
-            raise _refusal(error) from None
+            # USE is per connection, and a cursor is a connection of its own.
+            cursor.execute(f"use {SNAPSHOT_CATALOG}")
+            return _guarded(cursor, query, dict(parameters or {}), self.limits, opened.run_id)
         finally:
-            timer.cancel()
-    truncated = len(rows) > limits.max_rows
-    return QueryResult(columns, rows[: limits.max_rows], truncated, read, run_id)
+            self._release(opened, cursor)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._retire(self._current)
+                self._current = None
 
 
 # Time the child gets beyond the timeout to stop on its own interrupt before it is killed.

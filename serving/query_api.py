@@ -8,7 +8,9 @@ serving snapshot, for read keys only.
 - ``GET /dashboard``: a page that draws the reports (``serving/dashboard.html``).
 
 Everything reads the serving snapshot, never the warehouse, through a cache
-(``serving.cache``) that a new snapshot empties. A read key comes as
+(``serving.cache``) that a new snapshot empties. A saved report's reviewed SQL runs in this
+process on one locked connection kept open (``SharedSnapshot``); ad-hoc SQL runs in a child
+process (``run_isolated``). A read key comes as
 ``Authorization: Bearer <key>`` (or as HTTP Basic user name); a write key is refused here,
 and the ingest routes refuse read keys. Refusals are JSON ``{"error": ..., "limit": ...}``.
 Each report and query request is one JSON line in the access log (``sluice.api.access``): the
@@ -46,7 +48,9 @@ from serving.guardrails import (
     QueryLimits,
     QueryRefused,
     QueryResult,
+    SharedSnapshot,
     approximate_distinct,
+    file_stamp,
     locked_snapshot,
     run_isolated,
 )
@@ -157,6 +161,8 @@ class QueryApi:
             settings.query_per_minute, settings.query_scan_rows_per_day, clock=clock
         )
         self.cache = ResultCache(clock=clock)
+        # Saved reports are reviewed SQL: they run here, on one connection kept open.
+        self.reports_snapshot = SharedSnapshot(settings.serving_path, self.limits)
         self.metrics = QueryMetrics()
         self._snapshot: SnapshotInfo | None = None
         self._slots = asyncio.Semaphore(CONCURRENT_QUERIES)
@@ -197,15 +203,14 @@ class QueryApi:
         """The published snapshot's version, read again only when the file was replaced."""
         path = self.settings.serving_path
         try:
-            stat = path.stat()
-        except FileNotFoundError:
+            stamp = file_stamp(path)
+        except SnapshotMissing:
             raise QueryRefused(
                 "snapshot",
                 503,
                 f"no serving snapshot at {path} yet; it is published after each build "
                 "(`sluice materialize --start D1 --end D2`)",
             ) from None
-        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if self._snapshot is None or self._snapshot.stamp != stamp:
             with locked_snapshot(path, self.limits) as con:
                 row = con.execute(
@@ -223,8 +228,10 @@ class QueryApi:
         sql: str,
         parameters: dict[str, Any],
         approx: bool,
+        saved: bool,
     ) -> tuple[QueryResult, SnapshotInfo, bool]:
-        """A result from the cache, else from the snapshot (counted against the quotas)."""
+        """A result from the cache, else from the snapshot (counted against the quotas):
+        a saved report's reviewed SQL in this process, anything else in a child process."""
         self.quotas.admit(reader)
         info = await asyncio.to_thread(self.snapshot_info)
         cached = self.cache.get(info.stamp, cache_key)
@@ -232,9 +239,19 @@ class QueryApi:
             return cached, info, True
         async with self._slots:
             try:
-                result = await asyncio.to_thread(
-                    run_isolated, self.settings.serving_path, sql, self.limits, parameters, approx
-                )
+                if saved:
+                    result = await asyncio.to_thread(
+                        self.reports_snapshot.run, sql, parameters, approx
+                    )
+                else:
+                    result = await asyncio.to_thread(
+                        run_isolated,
+                        self.settings.serving_path,
+                        sql,
+                        self.limits,
+                        parameters,
+                        approx,
+                    )
             except SnapshotMissing as error:
                 raise QueryRefused("snapshot", 503, str(error)) from None
         self.quotas.charge(reader, result.scanned_rows)
@@ -253,6 +270,10 @@ class QueryApi:
             entry |= {"status": response.status_code, "ms": round(elapsed * 1000, 2), **fields}
             access_log.info(json.dumps(entry, default=str))
         return response
+
+    def close(self) -> None:
+        """Close the reports' connection to the snapshot (the process exiting does it too)."""
+        self.reports_snapshot.close()
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -309,7 +330,13 @@ class QueryApi:
             key = ("report", saved.name, saved.sql, start, end, approx)
             fields |= {"report": saved.name, "start": start, "end": end}
             result, info, cached = await self._run(
-                reader, key, ttl_for(end, today), sql, {"start": start, "end": end}, False
+                reader,
+                key,
+                ttl_for(end, today),
+                sql,
+                {"start": start, "end": end},
+                approx=False,
+                saved=True,
             )
         except QueryRefused as error:
             self.metrics.refusals[error.limit] += 1
@@ -362,7 +389,7 @@ class QueryApi:
             fields["sql_sha256"] = hashlib.sha256(sql.encode()).hexdigest()[:16]
             key = ("query", sql.strip(), approx)
             result, info, cached = await self._run(
-                reader, key, ttl_for(None, self._today()), sql, {}, approx
+                reader, key, ttl_for(None, self._today()), sql, {}, approx, saved=False
             )
         except QueryRefused as error:
             self.metrics.refusals[error.limit] += 1

@@ -1,8 +1,14 @@
 """The pieces of the guardrails that need no server: DuckDB's parser decides what a
-statement is, and approx rewrites distinct counts on the syntax tree, not the text."""
+statement is, approx rewrites distinct counts on the syntax tree, not the text, and the
+connection kept open for saved reports keeps every guard and follows new snapshots."""
 
 from __future__ import annotations
 
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -11,10 +17,14 @@ import pytest
 from serving.guardrails import (
     QueryLimits,
     QueryRefused,
+    QueryResult,
+    SharedSnapshot,
     approximate_distinct,
     check_select,
     run_isolated,
 )
+from serving.snapshot import publish_snapshot
+from tests.serving.query_api.conftest import TODAY, build_warehouse
 
 
 @pytest.mark.parametrize(
@@ -68,3 +78,87 @@ def test_approx_rewrites_the_syntax_tree() -> None:
 def test_a_missing_snapshot_says_how_to_publish_one(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="sluice materialize"):
         run_isolated(tmp_path / "none.duckdb", "select 1", QueryLimits())
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[tuple[SharedSnapshot, Path, Path]]:
+    warehouse, snapshot = tmp_path / "warehouse.duckdb", tmp_path / "snapshot.duckdb"
+    build_warehouse(warehouse)
+    publish_snapshot(warehouse, snapshot, "run-one")
+    limits = QueryLimits(max_rows=100, timeout_seconds=2, max_scan_rows=10**10)
+    reader = SharedSnapshot(snapshot, limits)
+    yield reader, warehouse, snapshot
+    reader.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "limit"),
+    [
+        ("select * from read_csv('/etc/passwd')", "external_access"),
+        ("select * from query('set enable_external_access = true')", "query_error"),
+        ("set lock_configuration = false", "statement"),
+        ("attach '/tmp/other.duckdb' as other", "statement"),
+        (
+            "with recursive forever(n) as (select 1 union all select n + 1 from forever) "
+            "select count(*) from forever",
+            "timeout",
+        ),
+    ],
+)
+def test_the_reports_connection_keeps_the_guardrails(
+    shared: tuple[SharedSnapshot, Path, Path], sql: str, limit: str
+) -> None:
+    reader, _, _ = shared
+    with pytest.raises(QueryRefused) as refused:
+        reader.run(sql)
+    assert refused.value.limit == limit
+    # The connection stays usable, and still cannot be unlocked.
+    assert reader.run("select count(*) from marts.dau").rows == [(60,)]
+    with pytest.raises(QueryRefused) as refused:
+        reader.run("select * from read_text('/etc/hostname')")
+    assert refused.value.limit == "external_access"
+    cut = reader.run("select * from range(500)")
+    assert cut.truncated and len(cut.rows) == 100
+
+
+def test_the_reports_connection_opens_a_new_snapshot_and_lets_old_queries_finish(
+    shared: tuple[SharedSnapshot, Path, Path],
+) -> None:
+    reader, warehouse, snapshot = shared
+    assert reader.run("select 1").run_id == "run-one"
+    slow: list[QueryResult] = []
+    finished: list[float] = []
+    # Reads run-one for a few tenths of a second, on its own cursor of the shared connection.
+    sql = "select count(*) from range(50000000) where hash(range) % 7 >= 0"
+
+    def run_slow() -> None:
+        slow.append(reader.run(sql))
+        finished.append(time.monotonic())
+
+    thread = threading.Thread(target=run_slow)
+    thread.start()
+    time.sleep(0.02)
+    publish_snapshot(warehouse, snapshot, "run-two")
+    during = reader.run("select count(*) from marts.dau")
+    answered = time.monotonic()
+    thread.join()
+    assert during.run_id == "run-two" and during.rows == [(60,)]
+    assert slow[0].run_id == "run-one" and slow[0].rows == [(50_000_000,)]
+    assert answered < finished[0], "the slow query ended before the new snapshot was read"
+    assert reader.run("select 1").run_id == "run-two"
+
+
+def test_reports_on_several_threads_share_the_connection(
+    shared: tuple[SharedSnapshot, Path, Path],
+) -> None:
+    reader, _, _ = shared
+    sql = "select sum(active_users) from marts.dau where event_date between $start and $end"
+
+    def one(back: int) -> int:
+        end = TODAY - dt.timedelta(days=back)
+        rows = reader.run(sql, {"start": end - dt.timedelta(days=6), "end": end}).rows
+        return int(rows[0][0])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(one, [back % 30 for back in range(200)]))
+    assert got == [one(back % 30) for back in range(200)]
