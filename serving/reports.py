@@ -179,7 +179,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
-def _cell(value: Any) -> str:
+def format_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float | Decimal):
@@ -239,7 +239,7 @@ def render_svg(chart: Chart, columns: Sequence[str], rows: Sequence[tuple[Any, .
         parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
         )
-        label = f"{int(value):,}" if value.is_integer() else _cell(value)
+        label = f"{int(value):,}" if value.is_integer() else format_cell(value)
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     slot = plot_w / max(len(xs), 1)
     label_every = max(1, math.ceil(len(xs) / 10))
@@ -259,7 +259,7 @@ def render_svg(chart: Chart, columns: Sequence[str], rows: Sequence[tuple[Any, .
                 parts.append(
                     f'<rect x="{bx:.1f}" y="{y_at(value):.1f}" width="{bar_w:.1f}" '
                     f'height="{top + plot_h - y_at(value):.1f}" fill="{colour}">'
-                    f"<title>{html.escape(name)} {html.escape(xs[i])}: {_cell(value)}</title>"
+                    f"<title>{html.escape(name)} {html.escape(xs[i])}: {format_cell(value)}</title>"
                     "</rect>"
                 )
         else:
@@ -273,7 +273,7 @@ def render_svg(chart: Chart, columns: Sequence[str], rows: Sequence[tuple[Any, .
                 parts.append(
                     f'<circle cx="{left + slot * (i + 0.5):.1f}" cy="{y_at(value):.1f}" r="3" '
                     f'fill="{colour}"><title>{html.escape(name)} {html.escape(xs[i])}: '
-                    f"{_cell(value)}</title></circle>"
+                    f"{format_cell(value)}</title></circle>"
                 )
         legend_x = left + index * 200
         parts.append(
@@ -306,9 +306,9 @@ def render_html(result: ReportResult) -> str:
     body = "\n".join(
         "<tr>"
         + "".join(
-            f'<td class="number">{_cell(v)}</td>'
+            f'<td class="number">{format_cell(v)}</td>'
             if _is_number(v)
-            else f"<td>{html.escape(_cell(v))}</td>"
+            else f"<td>{html.escape(format_cell(v))}</td>"
             for v in row
         )
         + "</tr>"

@@ -335,9 +335,16 @@ def report_list() -> None:
 @click.option(
     "--email", is_flag=True, help="Also mail it to SLUICE_REPORT_EMAIL_TO via SLUICE_SMTP_HOST."
 )
-def report_run(name: str, start: dt.date, end: dt.date, fmt: str, email: bool) -> None:
+@click.option(
+    "--webhook",
+    is_flag=True,
+    help="Also post it to SLUICE_REPORT_WEBHOOK_URL (Slack-compatible JSON).",
+)
+def report_run(
+    name: str, start: dt.date, end: dt.date, fmt: str, email: bool, webhook: bool
+) -> None:
     """Run the saved report NAME for START..END on the serving snapshot and write a file."""
-    from serving.delivery import DeliveryError, send_report
+    from serving.delivery import DeliveryError, post_webhook, send_report
     from serving.reports import ReportError, find_report, query_report, write_report
     from serving.snapshot import SnapshotMissing
     from sluice.settings import REPORTS_DIR
@@ -359,5 +366,8 @@ def report_run(name: str, start: dt.date, end: dt.date, fmt: str, email: bool) -
                 recipients,
             )
             console.print(f"mailed to {', '.join(recipients)}")
+        if webhook:
+            post_webhook(result, path, settings.report_webhook_url)
+            console.print("posted to the webhook (SLUICE_REPORT_WEBHOOK_URL)")
     except (ReportError, SnapshotMissing, DeliveryError) as error:
         _fail(str(error))

@@ -27,6 +27,9 @@ Environment variables (all optional; the defaults work on a laptop):
   reports are only written to files; port 25.
 - ``SLUICE_REPORT_EMAIL_TO``: comma-separated recipients of the reports. Default: none.
 - ``SLUICE_REPORT_EMAIL_FROM``: the sender. Default: ``sluice@localhost``.
+- ``SLUICE_REPORT_WEBHOOK_URL``: an ``http(s)://`` URL that scheduled reports (and
+  ``sluice report run --webhook``) are posted to as Slack-compatible JSON (a Slack incoming
+  webhook, or any chat that takes the same). Default: none.
 - ``SLUICE_QUERY_MAX_ROWS``: most rows one ``POST /v1/query`` answer holds (the rest is cut,
   and the answer says so). Default: 10000.
 - ``SLUICE_QUERY_TIMEOUT_SECONDS``: a query or report still running after this is stopped.
@@ -44,6 +47,7 @@ import datetime as dt
 import os
 import shutil
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +99,7 @@ class Settings:
     smtp_port: int = 25
     report_email_to: tuple[str, ...] = ()
     report_email_from: str = "sluice@localhost"
+    report_webhook_url: str = ""
     query_max_rows: int = 10_000
     query_timeout_seconds: int = 5
     query_max_scan_rows: int = 50_000_000
@@ -177,6 +182,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _url(env: Mapping[str, str], name: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return ""
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The value may hold a secret (a webhook's path): name the setting, not the value.
+        raise SettingsError(f"{name} must be an http:// or https:// URL with a host")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(env.get("SLUICE_DATA_DIR") or "data").expanduser().resolve()
@@ -208,6 +224,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             if address.strip()
         ),
         report_email_from=env.get("SLUICE_REPORT_EMAIL_FROM") or "sluice@localhost",
+        report_webhook_url=_url(env, "SLUICE_REPORT_WEBHOOK_URL"),
         query_max_rows=_int(env, "SLUICE_QUERY_MAX_ROWS", 10_000, minimum=1),
         query_timeout_seconds=_int(env, "SLUICE_QUERY_TIMEOUT_SECONDS", 5, minimum=1),
         query_max_scan_rows=_int(env, "SLUICE_QUERY_MAX_SCAN_ROWS", 50_000_000, minimum=1),

@@ -1,14 +1,15 @@
 """Saved reports on a schedule: each morning, the reports due that day (reports/*.yml with
 ``schedule: daily``, and ``weekly`` ones on Mondays) are written as HTML for the days up to
-yesterday, from the serving snapshot, and mailed when ``SLUICE_SMTP_HOST`` and
-``SLUICE_REPORT_EMAIL_TO`` are set. They never open the warehouse, so they take no pool.
+yesterday, from the serving snapshot, mailed when ``SLUICE_SMTP_HOST`` and
+``SLUICE_REPORT_EMAIL_TO`` are set, and posted to ``SLUICE_REPORT_WEBHOOK_URL`` when it is
+set. They never open the warehouse, so they take no pool.
 """
 
 import datetime as dt
 
 import dagster as dg
 
-from serving.delivery import send_report
+from serving.delivery import DeliveryError, post_webhook, send_report
 from serving.reports import list_reports, query_report, scheduled_window, write_report
 from serving.snapshot import connect_snapshot
 from sluice.settings import REPORTS_DIR, Settings
@@ -50,23 +51,28 @@ def build_reports_job(settings: Settings) -> dg.JobDefinition:
             )
         written = []
         for report, (start, end) in due:
-            path = write_report(
-                query_report(settings.serving_path, report, start, end),
-                settings.reports_output_dir,
-                "html",
-            )
+            result = query_report(settings.serving_path, report, start, end)
+            path = write_report(result, settings.reports_output_dir, "html")
             context.log.info(f"{report.name}: {start} .. {end} -> {path}")
             written.append(str(path))
-            if settings.smtp_host and settings.report_email_to:
-                send_report(
-                    report,
-                    path,
-                    settings.smtp_host,
-                    settings.smtp_port,
-                    settings.report_email_from,
-                    settings.report_email_to,
-                )
-                context.log.info(f"{report.name}: mailed to {', '.join(settings.report_email_to)}")
+            try:
+                if settings.smtp_host and settings.report_email_to:
+                    send_report(
+                        report,
+                        path,
+                        settings.smtp_host,
+                        settings.smtp_port,
+                        settings.report_email_from,
+                        settings.report_email_to,
+                    )
+                    recipients = ", ".join(settings.report_email_to)
+                    context.log.info(f"{report.name}: mailed to {recipients}")
+                if settings.report_webhook_url:
+                    post_webhook(result, path, settings.report_webhook_url)
+                    context.log.info(f"{report.name}: posted to the webhook")
+            except DeliveryError as error:
+                # The files are written; retrying would only deliver the others again.
+                raise dg.Failure(str(error), allow_retries=False) from None
         return written
 
     @dg.job(

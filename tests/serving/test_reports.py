@@ -3,18 +3,24 @@ morning schedule. Reads the data directory built once for tests/serving (conftes
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
 import email
 import email.policy
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -22,9 +28,10 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from orchestration.definitions import build_definitions
-from serving.reports import ReportError, load_report
+from serving.delivery import DeliveryError, post_webhook
+from serving.reports import ReportError, find_report, load_report, query_report, write_report
 from serving.snapshot import connect_snapshot
-from sluice.settings import REPORTS_DIR, Settings
+from sluice.settings import REPORTS_DIR, Settings, SettingsError, load_settings
 from tests.serving.conftest import FIRST, LAST
 
 pytestmark = pytest.mark.slow
@@ -68,6 +75,50 @@ def smtp_server() -> Iterator[tuple[int, Inbox]]:
         yield port, inbox
     finally:
         controller.stop()
+
+
+class Webhook:
+    """A chat webhook on 127.0.0.1: keeps the JSON of every POST, answers ``status`` after
+    ``delay`` seconds."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.status = 200
+        self.delay = 0.0
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                assert self.headers["Content-Type"].startswith("application/json")
+                hook.posts.append(json.loads(self.rfile.read(length)))
+                time.sleep(hook.delay)
+                body = b"ok" if hook.status < 300 else b"invalid_token"
+                # A client that timed out has gone: nothing to answer.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_response(hook.status)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/secret-token"
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    thread = threading.Thread(target=hook.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hook
+    finally:
+        hook.server.shutdown()
+        hook.server.server_close()
+        thread.join(5)
 
 
 def daily_rows(settings: Settings) -> list[tuple]:
@@ -193,3 +244,116 @@ def test_report_run_email_mails_the_file(built: Settings, smtp_server: tuple[int
 
     unset = sluice(built, *args, "--email")
     assert unset.returncode != 0 and "SLUICE_SMTP_HOST" in unset.stderr
+
+
+def test_the_morning_schedule_posts_each_report_to_the_webhook(
+    built: Settings, webhook: Webhook
+) -> None:
+    posting = dataclasses.replace(built, report_webhook_url=webhook.url)
+    defs = build_definitions(posting)
+    schedule = defs.resolve_schedule_def("daily_reports_schedule")
+    today = LAST + dt.timedelta(days=1)
+    with dg.DagsterInstance.from_config(str(built.dagster_home)) as instance:
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=dt.datetime(today.year, today.month, today.day, 1, 0),
+        )
+        request = schedule.evaluate_tick(context).run_requests[0]
+        job = defs.resolve_job_def(request.job_name or "scheduled_reports")
+        result = job.execute_in_process(run_config=request.run_config, instance=instance)
+    assert result.success
+    # On a Monday the weekly signup_funnel is due too.
+    assert len(webhook.posts) == (2 if today.weekday() == 0 else 1)
+    post = next(p for p in webhook.posts if "daily_summary" in p["text"])
+    page = built.reports_output_dir / "daily_summary" / f"{LAST}.html"
+    first = LAST - dt.timedelta(days=27)
+    last_day, active_users, orders = daily_rows(built)[-1]
+    assert post["text"].startswith(f"Sluice report daily_summary, {first} .. {LAST}: ")
+    assert (
+        f"event_date {last_day}, active_users {active_users:,}, orders {orders:,}" in post["text"]
+    )
+    assert str(page) in post["text"]
+    header, *_, context_block = post["blocks"]
+    assert header["text"]["text"] == f"daily_summary: {first} .. {LAST}"
+    fields = next(b["fields"] for b in post["blocks"] if "fields" in b)
+    assert {"type": "mrkdwn", "text": f"*active_users*\n{active_users:,}"} in fields
+    assert str(page) in context_block["elements"][0]["text"]
+
+
+def test_a_failed_delivery_fails_the_morning_run_at_once_without_retrying(
+    built: Settings, webhook: Webhook
+) -> None:
+    webhook.status = 500
+    defs = build_definitions(dataclasses.replace(built, report_webhook_url=webhook.url))
+    job = defs.resolve_job_def("scheduled_reports")
+    today = LAST + dt.timedelta(days=1)
+    config = {"ops": {"write_scheduled_reports": {"config": {"day": today.isoformat()}}}}
+    with dg.DagsterInstance.from_config(str(built.dagster_home)) as instance:
+        began = time.monotonic()
+        result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
+    # A retry would wait 15 minutes and post (and mail) the reports again.
+    assert not result.success and time.monotonic() - began < 60
+    assert len(webhook.posts) == 1
+    failure = result.failure_data_for_node("write_scheduled_reports")
+    assert failure is not None
+    assert "HTTP 500" in str(failure.error) and "SLUICE_REPORT_WEBHOOK_URL" in str(failure.error)
+    assert (built.reports_output_dir / "daily_summary" / f"{LAST}.html").exists()
+
+
+def test_report_run_webhook_posts_the_file_and_the_last_day(
+    built: Settings, webhook: Webhook
+) -> None:
+    args = ("run", "signup_funnel", "--start", str(FIRST), "--end", str(LAST), "--format", "csv")
+    result = sluice(built, *args, "--webhook", env={"SLUICE_REPORT_WEBHOOK_URL": webhook.url})
+    assert result.returncode == 0, result.stderr
+    csv_file = built.reports_output_dir / "signup_funnel" / f"{LAST}.csv"
+    [post] = webhook.posts
+    assert f"signup_funnel, {FIRST} .. {LAST}" in post["text"]
+    assert str(csv_file) in post["text"]
+    last = csv_file.read_text().splitlines()[-1].split(",")
+    assert f"event_date {last[0]}" in post["text"]
+
+    unset = sluice(built, *args, "--webhook")
+    assert unset.returncode != 0 and "SLUICE_REPORT_WEBHOOK_URL" in unset.stderr
+
+    webhook.status = 403
+    refused = sluice(built, *args, "--webhook", env={"SLUICE_REPORT_WEBHOOK_URL": webhook.url})
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "HTTP 403" in refused.stderr and "SLUICE_REPORT_WEBHOOK_URL" in refused.stderr
+
+
+def test_a_failed_post_names_the_webhook_and_the_setting_never_its_secret_path(
+    built: Settings, webhook: Webhook
+) -> None:
+    saved = find_report(REPORTS_DIR, "daily_summary")
+    result = query_report(built.serving_path, saved, FIRST, LAST)
+    path = write_report(result, built.reports_output_dir, "csv")
+
+    def failure(url: str, timeout: float = 5) -> str:
+        with pytest.raises(DeliveryError) as error:
+            post_webhook(result, path, url, timeout=timeout)
+        message = str(error.value)
+        assert f"{url.split('/services/')[0]}/..." in message
+        assert "SLUICE_REPORT_WEBHOOK_URL" in message and "secret-token" not in message
+        return message
+
+    webhook.status = 500
+    assert "HTTP 500: invalid_token" in failure(webhook.url)
+    webhook.status = 301  # a redirect would turn the POST into a GET: not delivered
+    assert "HTTP 301" in failure(webhook.url)
+    webhook.status, webhook.delay = 200, 2.0
+    assert "no answer in 0.3 s" in failure(webhook.url, timeout=0.3)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/services/T000/B000/secret-token"
+    assert "refused" in failure(closed).lower()
+
+
+def test_the_webhook_setting_must_be_an_http_url(tmp_path: Path) -> None:
+    env = {"SLUICE_DATA_DIR": str(tmp_path)}
+    url = "https://hooks.example.com/services/T/B/x"
+    assert load_settings({**env, "SLUICE_REPORT_WEBHOOK_URL": url}).report_webhook_url == url
+    assert load_settings(env).report_webhook_url == ""
+    for bad in ("hooks.example.com/services/x", "ftp://example.com/x", "https://"):
+        with pytest.raises(SettingsError, match="SLUICE_REPORT_WEBHOOK_URL"):
+            load_settings({**env, "SLUICE_REPORT_WEBHOOK_URL": bad})
