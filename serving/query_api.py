@@ -158,7 +158,10 @@ class QueryApi:
             max_scan_rows=settings.query_max_scan_rows,
         )
         self.quotas = KeyQuotas(
-            settings.query_per_minute, settings.query_scan_rows_per_day, clock=clock
+            settings.query_per_minute,
+            settings.query_scan_rows_per_day,
+            settings.query_quotas_path,
+            clock=clock,
         )
         self.cache = ResultCache(clock=clock)
         # Saved reports are reviewed SQL: they run here, on one connection kept open.
@@ -272,8 +275,10 @@ class QueryApi:
         return response
 
     def close(self) -> None:
-        """Close the reports' connection to the snapshot (the process exiting does it too)."""
+        """Close the reports' connection to the snapshot and the quota file (the process
+        exiting does it too)."""
         self.reports_snapshot.close()
+        self.quotas.close()
 
     # -- routes ----------------------------------------------------------------------------
 

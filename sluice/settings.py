@@ -121,6 +121,11 @@ class Settings:
         return self.data_dir / "keys.json"
 
     @property
+    def query_quotas_path(self) -> Path:
+        """The query API's per-key counts (requests per minute, rows scanned per day), SQLite."""
+        return self.data_dir / "query_quotas.sqlite"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse" / "sluice.duckdb"
 

@@ -7,17 +7,23 @@ tests/dbt_project and tests/serving): 60 days ending today, so ranges can be ope
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
+import uvicorn
+from starlette.applications import Starlette
 
 from ingestion.api.keys import KeyStore
+from serving.query_api import QueryApi
 from serving.snapshot import publish_snapshot
 from sluice.settings import Settings, load_settings
 from tests.ingestion.api.conftest import Server, free_port
@@ -123,3 +129,34 @@ def client(query_server: Server, keys: Keys) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {keys.read()}"}
     with httpx.Client(base_url=query_server.url, headers=headers, timeout=30) as http:
         yield http
+
+
+class Clock:
+    """A clock the test moves by hand, for a QueryApi served in the test's process."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.contextmanager
+def serve_in_thread(api: QueryApi) -> Iterator[str]:
+    """The query API's routes on uvicorn in a thread on 127.0.0.1; yields the base URL. For
+    what a ``sluice serve`` process cannot show: an injected clock."""
+    port = free_port()
+    config = uvicorn.Config(
+        Starlette(routes=api.routes()), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        api.close()

@@ -5,29 +5,16 @@ on 127.0.0.1), since the clock cannot be injected into a ``sluice serve`` proces
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 
 from ingestion.api.keys import KeyStore
 from serving.cache import CLOSED_RANGE_TTL, OPEN_RANGE_TTL, ResultCache, ttl_for
 from serving.query_api import QueryApi
 from sluice.settings import Settings
-from tests.ingestion.api.conftest import free_port
-from tests.serving.query_api.conftest import FIRST, TODAY
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+from tests.serving.query_api.conftest import FIRST, TODAY, Clock, serve_in_thread
 
 
 def test_ttl_is_short_while_the_range_is_open() -> None:
@@ -56,20 +43,10 @@ def in_process(snapshot_settings: Settings) -> Iterator[tuple[str, Clock, str]]:
     clock = Clock()
     key = KeyStore(snapshot_settings.api_keys_path).create("clocked", kind="read")
     api = QueryApi(snapshot_settings, KeyStore(snapshot_settings.api_keys_path), clock=clock)
-    port = free_port()
-    config = uvicorn.Config(
-        Starlette(routes=api.routes()), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}", clock, key
+        with serve_in_thread(api) as url:
+            yield url, clock, key
     finally:
-        server.should_exit = True
-        thread.join(10)
         KeyStore(snapshot_settings.api_keys_path).revoke("clocked")
 
 
