@@ -1,4 +1,4 @@
-"""Ad-hoc SQL on the serving snapshot, within limits a security reviewer can check.
+"""SQL on the serving snapshot, within limits a security reviewer can check.
 
 Every query runs on its own in-memory DuckDB that attaches the snapshot read-only, then
 turns off file and network access (``enable_external_access = false``: no ``read_csv``, no
@@ -15,23 +15,17 @@ names the limit. Reads no environment: the limits come from the caller (``Settin
 
 Two ways to run, for two kinds of SQL:
 
-- ``run_isolated`` (ad-hoc SQL from ``POST /v1/query``) does it in a child process (forked
-  from a clean fork server) whose address space is capped: some DuckDB functions
-  (``repeat('x', 1e9)``) allocate outside the memory limit and cannot be interrupted, so the
-  server kills the child when it overstays the timeout, and a child that runs out of memory
-  or crashes takes only its own query down. It costs a process and an opening of the
-  snapshot per query (~100 ms).
-- ``SharedSnapshot`` (the saved reports' reviewed SQL) does it in the caller's process on one
-  locked connection kept open, a cursor per query, reopened when a new snapshot replaces the
-  file: a few milliseconds per query.
+- ``run_guarded`` opens the snapshot for one query.
+- ``SharedSnapshot`` keeps one locked connection open and gives each query a cursor of its
+  own, opening the new snapshot when one replaces the file: a few milliseconds per query.
+  The server runs the saved reports' reviewed SQL this way in its own process; ad-hoc SQL
+  runs this way in a warm child process with capped memory (``serving.workers``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
-import resource
 import threading
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
@@ -52,7 +46,7 @@ class QueryLimits:
     timeout_seconds: float = 5.0
     max_scan_rows: int = 50_000_000
     memory_limit: str = "512MB"
-    # run_isolated: the child's address space, and what an answer may weigh.
+    # serving.workers: a worker's address space, and what an answer may weigh.
     max_process_bytes: int = 2 << 30
     max_result_bytes: int = 32 << 20
 
@@ -362,96 +356,3 @@ class SharedSnapshot:
             if self._current is not None:
                 self._retire(self._current)
                 self._current = None
-
-
-# Time the child gets beyond the timeout to stop on its own interrupt before it is killed.
-KILL_GRACE_SECONDS = 1.0
-
-
-def _result_bytes(rows: list[tuple[Any, ...]]) -> int:
-    return sum(len(str(value)) for row in rows for value in row)
-
-
-def _child(
-    connection: Any,
-    snapshot: Path,
-    sql: str,
-    limits: QueryLimits,
-    parameters: Mapping[str, Any] | None,
-    approx: bool,
-) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (limits.max_process_bytes, limits.max_process_bytes))
-    try:
-        result = run_guarded(snapshot, sql, limits, parameters, approx)
-        size = _result_bytes(result.rows)
-        if size > limits.max_result_bytes:
-            raise QueryRefused(
-                "result_size",
-                413,
-                f"the answer would be about {size:,} bytes; the limit is "
-                f"{limits.max_result_bytes:,}: select fewer or shorter values",
-            )
-        connection.send(("ok", result))
-    except QueryRefused as error:
-        connection.send(("refused", error.limit, error.status, error.message))
-    except SnapshotMissing as error:
-        connection.send(("missing", str(error)))
-    except MemoryError:
-        connection.send(("refused", "memory", 413, "the query needs more memory than allowed"))
-    finally:
-        connection.close()
-
-
-def _context() -> Any:
-    context = multiprocessing.get_context("forkserver")
-    # Children start with DuckDB loaded, so a query costs a fork, not an import.
-    context.set_forkserver_preload(["serving.guardrails"])
-    return context
-
-
-def run_isolated(
-    snapshot: Path,
-    sql: str,
-    limits: QueryLimits,
-    parameters: Mapping[str, Any] | None = None,
-    approx: bool = False,
-) -> QueryResult:
-    """``run_guarded`` in a child process with capped memory, killed if it overstays."""
-    context = _context()
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_child,
-        args=(sender, snapshot, sql, limits, parameters, approx),
-        daemon=True,
-    )
-    child.start()
-    sender.close()
-    try:
-        if not receiver.poll(limits.timeout_seconds + KILL_GRACE_SECONDS):
-            raise QueryRefused(
-                "timeout",
-                408,
-                f"the query ran longer than {limits.timeout_seconds:g} s "
-                "(SLUICE_QUERY_TIMEOUT_SECONDS), ignored the interrupt, and its process was killed",
-            )
-        try:
-            outcome = receiver.recv()
-        except EOFError:
-            raise QueryRefused(
-                "memory",
-                413,
-                "the query's process ended without an answer (out of memory or a crash); "
-                "ask for less at once",
-            ) from None
-    finally:
-        receiver.close()
-        if child.is_alive():
-            child.kill()
-        child.join(5)
-    if outcome[0] == "ok":
-        result: QueryResult = outcome[1]
-        return result
-    if outcome[0] == "missing":
-        raise SnapshotMissing(outcome[1])
-    _, limit, status, message = outcome
-    raise QueryRefused(limit, status, message)

@@ -9,8 +9,8 @@ serving snapshot, for read keys only.
 
 Everything reads the serving snapshot, never the warehouse, through a cache
 (``serving.cache``) that a new snapshot empties. A saved report's reviewed SQL runs in this
-process on one locked connection kept open (``SharedSnapshot``); ad-hoc SQL runs in a child
-process (``run_isolated``). A read key comes as
+process on one locked connection kept open (``SharedSnapshot``); ad-hoc SQL runs in a warm
+child process with capped memory (``QueryWorkers``). A read key comes as
 ``Authorization: Bearer <key>`` (or as HTTP Basic user name); a write key is refused here,
 and the ingest routes refuse read keys. Refusals are JSON ``{"error": ..., "limit": ...}``.
 Each report and query request is one JSON line in the access log (``sluice.api.access``): the
@@ -52,12 +52,12 @@ from serving.guardrails import (
     approximate_distinct,
     file_stamp,
     locked_snapshot,
-    run_isolated,
 )
 from serving.quotas import KeyQuotas
 from serving.reports import _PARAMETER, Report, ReportError, ReportResult, find_report, render_csv
 from serving.reports import list_reports as load_reports
 from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing, SnapshotVersion
+from serving.workers import QueryWorkers
 from sluice.settings import REPORTS_DIR, Settings
 
 DASHBOARD_PAGE = Path(__file__).with_name("dashboard.html")
@@ -166,6 +166,8 @@ class QueryApi:
         self.cache = ResultCache(clock=clock)
         # Saved reports are reviewed SQL: they run here, on one connection kept open.
         self.reports_snapshot = SharedSnapshot(settings.serving_path, self.limits)
+        # Ad-hoc SQL is anyone's: it runs in child processes that may be killed.
+        self.workers = QueryWorkers(settings.serving_path, self.limits, keep=CONCURRENT_QUERIES)
         self.metrics = QueryMetrics()
         self._snapshot: SnapshotInfo | None = None
         self._slots = asyncio.Semaphore(CONCURRENT_QUERIES)
@@ -234,7 +236,7 @@ class QueryApi:
         saved: bool,
     ) -> tuple[QueryResult, SnapshotInfo, bool]:
         """A result from the cache, else from the snapshot (counted against the quotas):
-        a saved report's reviewed SQL in this process, anything else in a child process."""
+        a saved report's reviewed SQL in this process, anything else in a worker process."""
         self.quotas.admit(reader)
         info = await asyncio.to_thread(self.snapshot_info)
         cached = self.cache.get(info.stamp, cache_key)
@@ -247,14 +249,7 @@ class QueryApi:
                         self.reports_snapshot.run, sql, parameters, approx
                     )
                 else:
-                    result = await asyncio.to_thread(
-                        run_isolated,
-                        self.settings.serving_path,
-                        sql,
-                        self.limits,
-                        parameters,
-                        approx,
-                    )
+                    result = await asyncio.to_thread(self.workers.run, sql, parameters, approx)
             except SnapshotMissing as error:
                 raise QueryRefused("snapshot", 503, str(error)) from None
         self.quotas.charge(reader, result.scanned_rows)
@@ -275,9 +270,10 @@ class QueryApi:
         return response
 
     def close(self) -> None:
-        """Close the reports' connection to the snapshot and the quota file (the process
-        exiting does it too)."""
+        """Close the reports' connection to the snapshot, the query workers and the quota
+        file (the process exiting does it too)."""
         self.reports_snapshot.close()
+        self.workers.close()
         self.quotas.close()
 
     # -- routes ----------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from serving.guardrails import (
     SharedSnapshot,
     approximate_distinct,
     check_select,
-    run_isolated,
 )
 from serving.snapshot import publish_snapshot
+from serving.workers import QueryWorkers
 from tests.serving.query_api.conftest import TODAY, build_warehouse
 
 
@@ -77,7 +77,7 @@ def test_approx_rewrites_the_syntax_tree() -> None:
 
 def test_a_missing_snapshot_says_how_to_publish_one(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="sluice materialize"):
-        run_isolated(tmp_path / "none.duckdb", "select 1", QueryLimits())
+        QueryWorkers(tmp_path / "none.duckdb", QueryLimits()).run("select 1")
 
 
 @pytest.fixture
