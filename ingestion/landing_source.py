@@ -3,23 +3,26 @@
 One resource, ``events``, walks the landing folder and loads each file exactly once: the
 names of loaded files live in the resource's dlt state, which dlt commits together with the
 data. Valid messages go to ``raw.events``; lines that break the event contract go to
-``raw.rejected_events``. Rows travel as Arrow tables (dlt's fast Parquet path). The source
-needs one argument, the landing folder; it reads no configuration of its own.
+``raw.rejected_events``. DuckDB writes the rows of each batch of files as Parquet into a
+staging folder in the pipeline's working folder, and dlt imports those files as they are
+(``dlt.mark.with_file_import``): the rows are never converted in Python nor written twice.
+The source needs one argument, the landing folder; it reads no configuration of its own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dlt
+import pyarrow.parquet as pq
 from dlt.common.schema.typing import TTableSchemaColumns
 
-from ingestion.landing import ParsedFiles, landing_files, parse_files
+from ingestion.landing import StagedFiles, landing_files, stage_files
 from sluice.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE
 
 EVENTS_TABLE = RAW_EVENTS_TABLE
@@ -33,8 +36,8 @@ EVENT_COLUMNS: TTableSchemaColumns = {
 # A batch of new files is parsed in one query; its Arrow tables take about 3x its bytes.
 BATCH_BYTES = 256 << 20
 
-# Reasons quote the offending value; counts group them without it.
-_QUOTED = re.compile(r'"[^"]*"')
+# Where a load's Parquet files wait for dlt to import them, in the pipeline's working folder.
+STAGING_FOLDER = "landing_staging"
 
 REJECTED_COLUMNS: TTableSchemaColumns = {
     "reason": {"data_type": "text"},
@@ -53,15 +56,14 @@ class LoadReport:
     events_by_date: dict[str, int] = field(default_factory=dict)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
-    def add(self, parsed: ParsedFiles) -> None:
-        self.files.extend(parsed.paths)
-        self.loaded_rows += parsed.accepted.num_rows
-        self.rejected_rows += parsed.rejected.num_rows
-        for day, count in parsed.events_by_date.items():
+    def add(self, staged: StagedFiles) -> None:
+        self.files.extend(staged.paths)
+        self.loaded_rows += staged.accepted_rows
+        self.rejected_rows += staged.rejected_rows
+        for day, count in staged.events_by_date.items():
             self.events_by_date[day] = self.events_by_date.get(day, 0) + count
-        for reason in parsed.rejected.column("reason").to_pylist():
-            key = _QUOTED.sub('"..."', reason)
-            self.rejected_by_reason[key] = self.rejected_by_reason.get(key, 0) + 1
+        for reason, count in staged.rejected_by_reason.items():
+            self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + count
 
 
 @dlt.source(name="landing", max_table_nesting=0)
@@ -95,29 +97,39 @@ def _batches(
 
 
 @dlt.resource(name="landing_files", selected=False)
-def landing_file_contents(landing_dir: str, report: LoadReport) -> Iterator[ParsedFiles]:
+def landing_file_contents(landing_dir: str, report: LoadReport) -> Iterator[StagedFiles]:
     """Landing files not loaded before, parsed once in batches and shared by both tables."""
     root = Path(landing_dir)
     loaded: dict[str, Any] = dlt.current.resource_state().setdefault("loaded_files", {})
     loaded_at = dt.datetime.now(dt.UTC)
+    # dlt hard-links the staged files into its load package; what an earlier load left
+    # behind here is already in the warehouse or in that package.
+    staging = Path(dlt.current.pipeline().working_dir) / STAGING_FOLDER
+    shutil.rmtree(staging, ignore_errors=True)
     for batch in _batches(root, loaded, report):
-        parsed = parse_files(batch, loaded_at)
-        for name, (rows, rejected) in parsed.rows_by_file.items():
+        staged = stage_files(batch, loaded_at, staging)
+        for name, (rows, rejected) in staged.rows_by_file.items():
             loaded[name] = {"loaded_at": loaded_at.isoformat(), "rows": rows, "rejected": rejected}
-        report.add(parsed)
-        yield parsed
+        report.add(staged)
+        yield staged
+
+
+def _import(path: Path, rows: int) -> Any:
+    """A staged Parquet file for dlt to take as is; its own schema gives the column types."""
+    schema = pq.read_schema(path).empty_table()
+    return dlt.mark.with_file_import(str(path), "parquet", rows, hints=schema)
 
 
 @dlt.transformer(name=EVENTS_TABLE, write_disposition="append", columns=EVENT_COLUMNS)
-def events(parsed: ParsedFiles) -> Iterator[Any]:
+def events(staged: StagedFiles) -> Iterator[Any]:
     """Messages that meet the event contract."""
-    if parsed.accepted.num_rows:
-        yield parsed.accepted
+    if staged.accepted_rows:
+        yield _import(staged.accepted, staged.accepted_rows)
 
 
 @dlt.transformer(name=REJECTED_TABLE, write_disposition="append", columns=REJECTED_COLUMNS)
-def rejected_events(parsed: ParsedFiles) -> Iterator[Any]:
+def rejected_events(staged: StagedFiles) -> Iterator[Any]:
     """Lines that break the event contract, with file, line number and reason."""
     # Yielded even when empty, so the table exists from the first load on and the models
     # that read it work before any line was ever rejected.
-    yield parsed.rejected
+    yield _import(staged.rejected, staged.rejected_rows)

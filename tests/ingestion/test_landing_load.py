@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from ingestion.landing_source import LoadReport, landing_source
+from ingestion.landing_source import STAGING_FOLDER, LoadReport, landing_source
 from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline
 from sluice.settings import Settings
 
@@ -157,3 +157,37 @@ def test_files_parsed_in_one_batch_or_many_load_the_same(make_settings, monkeypa
     rejected = "select _source_file, _line_number, reason from raw.rejected_events order by all"
     assert query(together, rejected) == query(apart, rejected)
     assert [row[1] for row in query(together, rejected)] == [4, 4, 4]
+
+
+def test_crlf_lines_odd_bytes_and_odd_names_load_like_plain_files(make_settings) -> None:
+    settings = make_settings(dt.date(2026, 3, 1))
+    no_id = json.dumps(GOOD[1])
+    landing = settings.landing_dir
+    landing.mkdir(parents=True, exist_ok=True)
+    (landing / "plain.jsonl").write_bytes(f"{no_id}\n".encode())
+    (landing / "windows.jsonl").write_bytes(f"{no_id}\r\n{{broken\r\n".encode())
+    # Bytes that are not UTF-8 send the batch down the exact path; the line still loads.
+    (landing / "latin1[1].jsonl").write_bytes(
+        json.dumps(GOOD[0]).encode() + b"\n" + b'{"type": "page", "name": "Caf\xe9"\n'
+    )
+    report = load(settings)
+    assert (report.loaded_rows, report.rejected_rows) == (3, 2)
+    # The same message with either line ending gets the same derived id: it counts once.
+    derived = query(settings, "select distinct message_id from raw.events where type = 'page'")
+    assert len(derived) == 1 and derived[0][0].startswith("sluice-")
+    rejected = query(
+        settings, "select _source_file, _line_number, raw_line from raw.rejected_events order by 1"
+    )
+    assert rejected[0][:2] == ("latin1[1].jsonl", 2) and "\ufffd" in rejected[0][2]
+    assert rejected[1] == ("windows.jsonl", 2, "{broken")
+
+
+def test_staged_parquet_files_do_not_pile_up(make_settings) -> None:
+    settings = make_settings(dt.date(2026, 3, 1))
+    write_lines(settings.landing_dir / "a.jsonl", [json.dumps(m) for m in GOOD])
+    load(settings)
+    write_lines(settings.landing_dir / "b.jsonl", [json.dumps(m) for m in GOOD])
+    load(settings)
+    staging = Path(make_pipeline(settings).working_dir) / STAGING_FOLDER
+    # Only the last load's two files (accepted and rejected rows) remain.
+    assert len(list(staging.glob("*.parquet"))) == 2
