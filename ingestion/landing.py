@@ -200,8 +200,20 @@ group by all
 """
 
 
-_READ_SQL = """
-create or replace temp table lines as
+_CREATE_LINES_SQL = """
+create or replace temp table lines (
+    source varchar,
+    source_file varchar,
+    line_number bigint,
+    raw_line varchar
+)
+"""
+
+# Lines that end in CR LF lose the CR (rtrim with a character set is far slower).
+_NO_CR = "if(ends_with(raw_line, chr(13)), left(raw_line, -1), raw_line)"
+
+_READ_FILES_SQL = f"""
+insert into lines
 with texts as (
     select
         list_position($paths, filename) as file_index,
@@ -221,8 +233,36 @@ select
     $sources[file_index] as source,
     $names[file_index] as source_file,
     line_number,
-    -- Lines that end in CR LF lose the CR (rtrim with a character set is far slower).
-    if(ends_with(raw_line, chr(13)), left(raw_line, -1), raw_line) as raw_line
+    {_NO_CR} as raw_line
+from numbered
+"""
+
+_READ_TEXTS_SQL = f"""
+insert into lines
+with split as (
+    select
+        source,
+        source_file,
+        first_line,
+        string_split(decode(text), chr(10)) as split_lines
+    from texts
+),
+
+numbered as (
+    select
+        source,
+        source_file,
+        first_line,
+        unnest(range(0, len(split_lines))) as line_offset,
+        unnest(split_lines) as raw_line
+    from split
+)
+
+select
+    source,
+    source_file,
+    first_line + line_offset as line_number,
+    {_NO_CR} as raw_line
 from numbered
 """
 
@@ -264,19 +304,6 @@ class StagedFiles:
     rejected_by_reason: dict[str, int]
 
 
-def read_lines(path: Path) -> pa.Table:
-    """All lines of a file with 1-based line numbers; bytes that are not UTF-8 become U+FFFD."""
-    texts = path.read_bytes().decode("utf-8", errors="replace").split("\n")
-    if texts and texts[-1] == "":
-        texts.pop()
-    return pa.table(
-        {
-            "raw_line": pa.array([text.removesuffix("\r") for text in texts], pa.string()),
-            "line_number": pa.array(range(1, len(texts) + 1), pa.int64()),
-        }
-    )
-
-
 def source_of(source_file: str) -> str:
     """The source a landing file belongs to: ``sources/<name>/...`` is ``name``, else ``files``.
 
@@ -289,57 +316,114 @@ def source_of(source_file: str) -> str:
     return FILES_SOURCE
 
 
-def _arrow_lines(files: list[tuple[Path, str]]) -> pa.Table:
-    """The ``lines`` table built in Python, one file at a time."""
-    parts = []
+@dataclass(frozen=True)
+class Piece:
+    """Part of a batch: a whole landing file that DuckDB reads itself (``data`` is None), or
+    a run of whole lines of a big file, read here, starting at line ``first_line``."""
+
+    path: Path
+    source_file: str
+    data: bytes | None = None
+    first_line: int = 1
+
+
+def _utf8(data: bytes) -> bytes:
+    """``data`` when it is UTF-8; otherwise every bad byte becomes U+FFFD, so the rest loads."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="replace").encode("utf-8")
+    return data
+
+
+def _chunks(path: Path, source_file: str, chunk_bytes: int) -> Iterator[Piece]:
+    """A big file as runs of whole lines of about ``chunk_bytes`` each, read one at a time."""
+    first_line = 1
+    with path.open("rb") as file:
+        while data := file.read(chunk_bytes):
+            if not data.endswith(b"\n"):
+                data += file.readline()
+            yield Piece(path, source_file, _utf8(data), first_line)
+            first_line += data.count(b"\n")
+
+
+def batches(files: list[tuple[Path, str]], batch_bytes: int) -> Iterator[list[Piece]]:
+    """Files (path, name) grouped into batches of about ``batch_bytes``, in order.
+
+    A batch is what one query parses at once; a file bigger than a batch is cut into runs of
+    lines, one batch each, so a load's memory follows the batch size, not the biggest file.
+    """
+    batch: list[Piece] = []
+    size = 0
     for path, name in files:
-        lines = read_lines(path)
-        n = lines.num_rows
-        source = pa.array([source_of(name)] * n, pa.string())
-        parts.append(
-            pa.table(
-                {
-                    "source": source,
-                    "source_file": pa.array([name] * n, pa.string()),
-                    "line_number": lines.column("line_number"),
-                    "raw_line": lines.column("raw_line"),
-                }
-            )
-        )
-    return pa.concat_tables(parts) if parts else _EMPTY_LINES
+        file_bytes = path.stat().st_size
+        if file_bytes > batch_bytes:
+            if batch:
+                yield batch
+                batch, size = [], 0
+            for piece in _chunks(path, name, batch_bytes):
+                yield [piece]
+            continue
+        batch.append(Piece(path, name))
+        size += file_bytes
+        if size >= batch_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
-def _read_into(con: duckdb.DuckDBPyConnection, files: list[tuple[Path, str]]) -> None:
+def _read_into(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> None:
     """Fill the temp table ``lines`` (source, source_file, line_number, raw_line).
 
-    DuckDB reads and splits the files itself, in parallel and without a Python object per
+    DuckDB reads and splits whole files itself, in parallel and without a Python object per
     line. A file with bytes that are not UTF-8 (DuckDB refuses it) or a name that DuckDB
-    would take as a glob pattern sends the batch down the exact path, line by line in Python.
+    would take as a glob pattern is read here instead, like the runs of a big file.
     """
-    paths = [str(path) for path, _ in files]
-    if files and not any(_GLOB.search(path) for path in paths):
+    con.execute(_CREATE_LINES_SQL)
+    whole = [piece for piece in pieces if piece.data is None]
+    if whole and not any(_GLOB.search(str(piece.path)) for piece in whole):
         params = {
-            "paths": paths,
-            "names": [name for _, name in files],
-            "sources": [source_of(name) for _, name in files],
+            "paths": [str(piece.path) for piece in whole],
+            "names": [piece.source_file for piece in whole],
+            "sources": [source_of(piece.source_file) for piece in whole],
         }
         try:
-            con.execute(_READ_SQL, params)
-            return
+            con.execute(_READ_FILES_SQL, params)
+            whole = []
         except duckdb.InvalidInputException:
-            pass
-    con.register("arrow_lines", _arrow_lines(files))
-    con.execute("create or replace temp table lines as select * from arrow_lines")
-    con.unregister("arrow_lines")
+            pass  # nothing was inserted: the statement failed as a whole
+    read_here = [piece for piece in pieces if piece.data is not None]
+    read_here += [Piece(p.path, p.source_file, _utf8(p.path.read_bytes())) for p in whole]
+    if read_here:
+        texts = pa.table(
+            {
+                "source": pa.array([source_of(p.source_file) for p in read_here], pa.string()),
+                "source_file": pa.array([p.source_file for p in read_here], pa.string()),
+                "first_line": pa.array([p.first_line for p in read_here], pa.int64()),
+                "text": pa.chunked_array([_binary(p.data or b"") for p in read_here]),
+            }
+        )
+        con.register("texts", texts)
+        con.execute(_READ_TEXTS_SQL)
+        con.unregister("texts")
+
+
+def _binary(data: bytes) -> pa.Array:
+    """``data`` as a one-value Arrow binary array, without copying it."""
+    offsets = pa.array([0, len(data)], pa.int64()).buffers()[1]
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)]
+    )
 
 
 @contextlib.contextmanager
-def _checked(files: list[tuple[Path, str]]) -> Iterator[duckdb.DuckDBPyConnection]:
+def _checked(pieces: list[Piece]) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB holding the temp table ``checked``: every line and its verdict."""
     con = duckdb.connect()
     try:
         con.execute("set TimeZone = 'UTC'")
-        _read_into(con, files)
+        _read_into(con, pieces)
         con.execute(_VALIDATE_SQL)
         yield con
     finally:
@@ -362,7 +446,7 @@ def parse_files(files: list[tuple[Path, str]], loaded_at: object) -> ParsedFiles
     """
     names = [name for _, name in files]
     params = {"loaded_at": loaded_at}
-    with _checked(files) as con:
+    with _checked([Piece(path, name) for path, name in files]) as con:
         accepted = con.sql(_ACCEPTED_SQL, params=params).to_arrow_table()
         rejected = con.sql(_REJECTED_SQL, params=params).to_arrow_table()
         dates, rows = _summary(con, names)
@@ -374,19 +458,22 @@ def parse_file(path: Path, source_file: str, loaded_at: object) -> ParsedFiles:
     return parse_files([(path, source_file)], loaded_at)
 
 
-def stage_files(files: list[tuple[Path, str]], loaded_at: object, out_dir: Path) -> StagedFiles:
-    """``parse_files``, with the rows written by DuckDB straight to Parquet files in ``out_dir``.
+def stage_files(pieces: list[Piece], loaded_at: object, out_dir: Path) -> StagedFiles:
+    """Validate a batch (see ``batches``); DuckDB writes the rows to Parquet files in ``out_dir``.
 
     This is the loader's path: no Arrow table is handed to Python, and dlt imports the files
     as they are (a hard link) instead of writing the rows again.
     """
-    names = [name for _, name in files]
+    names = list(dict.fromkeys(piece.source_file for piece in pieces))
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = uuid.uuid4().hex
     accepted_path = out_dir / f"{stem}-events.parquet"
     rejected_path = out_dir / f"{stem}-rejected.parquet"
     params = {"loaded_at": loaded_at}
-    with _checked(files) as con:
+    with _checked(pieces) as con:
+        # Without this DuckDB marks a column NOT NULL in a file where it saw no null, and dlt
+        # rewrites every file whose nullability differs from the table's.
+        con.execute("set disabled_optimizers = 'statistics_propagation'")
         con.execute(f"copy ({_ACCEPTED_SQL}) to '{accepted_path}' (format parquet)", params)
         con.execute(f"copy ({_REJECTED_SQL}) to '{rejected_path}' (format parquet)", params)
         dates, rows = _summary(con, names)
@@ -396,16 +483,6 @@ def stage_files(files: list[tuple[Path, str]], loaded_at: object, out_dir: Path)
     return StagedFiles(
         names, accepted_path, accepted_rows, rejected_path, rejected_rows, dates, rows, reasons
     )
-
-
-_EMPTY_LINES = pa.table(
-    {
-        "source": pa.array([], pa.string()),
-        "source_file": pa.array([], pa.string()),
-        "line_number": pa.array([], pa.int64()),
-        "raw_line": pa.array([], pa.string()),
-    }
-)
 
 
 def landing_files(landing_dir: Path) -> list[Path]:

@@ -22,7 +22,7 @@ import dlt
 import pyarrow.parquet as pq
 from dlt.common.schema.typing import TTableSchemaColumns
 
-from ingestion.landing import StagedFiles, landing_files, stage_files
+from ingestion.landing import StagedFiles, batches, landing_files, stage_files
 from sluice.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE
 
 EVENTS_TABLE = RAW_EVENTS_TABLE
@@ -33,7 +33,8 @@ EVENT_COLUMNS: TTableSchemaColumns = {
     "traits": {"data_type": "json"},
     "context": {"data_type": "json"},
 }
-# A batch of new files is parsed in one query; its Arrow tables take about 3x its bytes.
+# A batch of new files (or of a big file's lines) is parsed in one query; at its peak the
+# load holds about 5x the batch in memory (1.3 GB for 256 MB of lines).
 BATCH_BYTES = 256 << 20
 
 # Where a load's Parquet files wait for dlt to import them, in the pipeline's working folder.
@@ -57,7 +58,8 @@ class LoadReport:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, staged: StagedFiles) -> None:
-        self.files.extend(staged.paths)
+        # A big file spans consecutive batches; it is listed once.
+        self.files.extend(name for name in staged.paths if self.files[-1:] != [name])
         self.loaded_rows += staged.accepted_rows
         self.rejected_rows += staged.rejected_rows
         for day, count in staged.events_by_date.items():
@@ -76,24 +78,16 @@ def landing_source(landing_dir: str, report: Any = None) -> Any:
     )
 
 
-def _batches(
-    root: Path, loaded: dict[str, Any], report: LoadReport
-) -> Iterator[list[tuple[Path, str]]]:
-    """New files in groups of about BATCH_BYTES, so a load parses in a few large queries."""
-    batch: list[tuple[Path, str]] = []
-    size = 0
+def _new_files(root: Path, loaded: dict[str, Any], report: LoadReport) -> list[tuple[Path, str]]:
+    """Landing files (path, name) that no earlier load took."""
+    new = []
     for path in landing_files(root):
         name = path.relative_to(root).as_posix()
         if name in loaded:
             report.skipped_files += 1
-            continue
-        batch.append((path, name))
-        size += path.stat().st_size
-        if size >= BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
+        else:
+            new.append((path, name))
+    return new
 
 
 @dlt.resource(name="landing_files", selected=False)
@@ -106,18 +100,24 @@ def landing_file_contents(landing_dir: str, report: LoadReport) -> Iterator[Stag
     # behind here is already in the warehouse or in that package.
     staging = Path(dlt.current.pipeline().working_dir) / STAGING_FOLDER
     shutil.rmtree(staging, ignore_errors=True)
-    for batch in _batches(root, loaded, report):
+    for batch in batches(_new_files(root, loaded, report), BATCH_BYTES):
         staged = stage_files(batch, loaded_at, staging)
         for name, (rows, rejected) in staged.rows_by_file.items():
-            loaded[name] = {"loaded_at": loaded_at.isoformat(), "rows": rows, "rejected": rejected}
+            # A big file spans several batches: its counts add up.
+            entry = loaded.setdefault(name, {"loaded_at": loaded_at.isoformat()})
+            entry["rows"] = entry.get("rows", 0) + rows
+            entry["rejected"] = entry.get("rejected", 0) + rejected
         report.add(staged)
         yield staged
 
 
 def _import(path: Path, rows: int) -> Any:
     """A staged Parquet file for dlt to take as is; its own schema gives the column types."""
-    schema = pq.read_schema(path).empty_table()
-    return dlt.mark.with_file_import(str(path), "parquet", rows, hints=schema)
+    schema = pq.read_schema(path)
+    if not rows:
+        # An empty Arrow table still creates the table (an imported empty file does not).
+        return schema.empty_table()
+    return dlt.mark.with_file_import(str(path), "parquet", rows, hints=schema.empty_table())
 
 
 @dlt.transformer(name=EVENTS_TABLE, write_disposition="append", columns=EVENT_COLUMNS)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 
+from ingestion.landing import batches
 from ingestion.landing_source import STAGING_FOLDER, LoadReport, landing_source
 from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline
 from sluice.settings import Settings
@@ -191,3 +192,16 @@ def test_staged_parquet_files_do_not_pile_up(make_settings) -> None:
     staging = Path(make_pipeline(settings).working_dir) / STAGING_FOLDER
     # Only the last load's two files (accepted and rejected rows) remain.
     assert len(list(staging.glob("*.parquet"))) == 2
+
+
+def test_a_file_bigger_than_a_batch_is_cut_into_runs_of_whole_lines(tmp_path) -> None:
+    lines = [json.dumps({**GOOD[1], "messageId": f"m-{n}"}) for n in range(50)]
+    big = write_lines(tmp_path / "big.jsonl", lines)
+    small = write_lines(tmp_path / "small.jsonl", lines[:1])
+    line_bytes = len(lines[0]) + 1
+    groups = list(batches([(small, "small.jsonl"), (big, "big.jsonl")], 10 * line_bytes))
+    assert [piece.source_file for piece in groups[0]] == ["small.jsonl"]
+    runs = [piece for group in groups[1:] for piece in group]
+    assert all(piece.data is not None and piece.data.endswith(b"\n") for piece in runs)
+    assert b"".join(piece.data or b"" for piece in runs) == big.read_bytes()
+    assert [piece.first_line for piece in runs] == [1, 11, 21, 31, 41]
