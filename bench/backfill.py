@@ -34,15 +34,15 @@ def run(ctx: Context) -> dict[str, Any]:
     data_dir = ctx.data_dir("backfill")
     data_dir.land(data.files_for(first, last))
     data_dir.load()
-    data_dir.dbt(["build"], None, None).check_success()  # seeds, parse: warm, untimed
+    data_dir.dbt_build(None, None).check_success()  # seeds, parse: warm, untimed
 
     full, window = [], []
     expected = None
     for _ in range(ctx.repeats):
-        full.append(data_dir.dbt(["build", "--full-refresh"], None, None))
+        full.append(data_dir.dbt_build(None, None, "--full-refresh"))
         full[-1].check_success()
         expected = data_dir.marts(first, last)
-        window.append(data_dir.dbt(["build"], first, last))
+        window.append(data_dir.dbt_build(first, last))
         window[-1].check_success()
         got = data_dir.marts(first, last)
         expect_rows_equal("backfill window run: dau", got[0], expected[0])
@@ -53,7 +53,7 @@ def run(ctx: Context) -> dict[str, Any]:
     days = [last - dt.timedelta(days=i) for i in reversed(range(count))]
     one_day = []
     for day in days:
-        one_day.append(data_dir.dbt(["build"], day, day))
+        one_day.append(data_dir.dbt_build(day, day))
         one_day[-1].check_success()
     got = data_dir.marts(days[0], days[-1])
     wanted = set(days)

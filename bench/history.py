@@ -30,8 +30,8 @@ def run(ctx: Context) -> dict[str, Any]:
         data_dir = ctx.data_dir(f"history-{history}")
         data_dir.land(data.files_for(day - dt.timedelta(days=history - 1), day))
         data_dir.load()
-        data_dir.dbt(["build"], None, None).check_success()
-        runs = [data_dir.dbt(["build"], day, day) for _ in range(ctx.repeats)]
+        data_dir.dbt_build(None, None).check_success()
+        runs = [data_dir.dbt_build(day, day) for _ in range(ctx.repeats)]
         for one in runs:
             one.check_success()
         marts = data_dir.marts(day, day)

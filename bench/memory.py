@@ -24,7 +24,7 @@ def run(ctx: Context, history: dict[str, Any] | None = None) -> dict[str, Any]:
     data_dir = ctx.data_dir("memory")
     data_dir.land(data.files)
     load = data_dir.load()
-    builds = [data_dir.dbt(["build"], day, day) for _ in range(ctx.repeats)]
+    builds = [data_dir.dbt_build(day, day) for _ in range(ctx.repeats)]
     for one in builds:
         one.check_success()
     got = data_dir.marts(day, day)

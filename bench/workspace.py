@@ -18,6 +18,7 @@ import duckdb
 
 from bench.measure import Run, run_process, run_worker
 from bench.sizes import FIRST_DAY
+from sluice.dbt_window import WINDOW_BUILD
 from sluice.settings import dbt_executable
 
 SEED = 7
@@ -104,10 +105,11 @@ class DataDir:
     def load(self) -> Run:
         return run_worker("sluice_load", {}, self.source, env=self.env)
 
-    def dbt(self, command: list[str], first: dt.date | None, last: dt.date | None) -> DbtRun:
-        """``dbt <command>`` over first..last (both None: the whole history), timed."""
+    def dbt_build(self, first: dt.date | None, last: dt.date | None, *extra: str) -> DbtRun:
+        """``dbt build`` over first..last (both None: the whole history) as Sluice's runs
+        invoke it (``sluice.dbt_window``: without unit tests), plus ``extra`` arguments; timed."""
         project = self.source / "dbt_project"
-        args = [dbt_executable(), *command]
+        args = [dbt_executable(), *WINDOW_BUILD, *extra]
         if first is not None and last is not None:
             window = {"start_date": first.isoformat(), "end_date": last.isoformat()}
             args += ["--vars", json.dumps(window)]

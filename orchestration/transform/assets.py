@@ -1,8 +1,9 @@
 """dbt models as Dagster assets, partitioned by UTC day.
 
-A run over any range of days is ONE ``dbt build`` with the range passed as the vars
-``start_date`` and ``end_date``; incremental models replace exactly that window. After dbt
-finishes, each fact and mart gets row counts per day of the window and marts a preview.
+A run over any range of days is ONE ``dbt build`` (without dbt's unit tests, see
+``sluice/dbt_window.py``) with the range passed as the vars ``start_date`` and ``end_date``;
+incremental models replace exactly that window. After dbt finishes, each fact and mart gets
+row counts per day of the window and marts a preview.
 """
 
 import json
@@ -15,6 +16,7 @@ import duckdb
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from orchestration.lib import SluiceDbtTranslator, daily_partitions, window_dates
+from sluice.dbt_window import WINDOW_BUILD
 from sluice.settings import (
     DBT_PROJECT_DIR,
     MARTS_SCHEMA,
@@ -93,7 +95,7 @@ def build_transform_assets(settings: Settings) -> dg.AssetsDefinition:
         # dbt runs as a child process; its profile finds the warehouse through this variable.
         os.environ.update(settings.subprocess_env())
         dbt_vars = json.dumps({"start_date": first, "end_date": last})
-        invocation = dbt.cli(["build", "--vars", dbt_vars], context=context)
+        invocation = dbt.cli([*WINDOW_BUILD, "--vars", dbt_vars], context=context)
         # Buffer the events: the metadata below needs dbt to have released the warehouse.
         events = list(invocation.stream())
         relations = _relations(invocation.manifest)

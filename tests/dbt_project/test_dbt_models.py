@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sluice.dbt_window import WINDOW_BUILD
 from sluice.settings import DBT_PROJECT_DIR
 
 from .conftest import BuiltWarehouse, Warehouse
@@ -105,6 +106,18 @@ def test_plain_build_runs_every_model_test_and_unit_test(built_warehouse: BuiltW
     unit_tests = {node for node in statuses if node.startswith("unit_test.")}
     assert len(unit_tests) == 5
     assert "test.sluice.assert_marts_reconcile_with_fct_events" in statuses
+    for model in ("stg_events", "fct_events", "dau", "revenue_daily"):
+        assert statuses[f"model.sluice.{model}"] == "success"
+
+
+def test_a_window_build_as_sluice_runs_it_skips_only_the_unit_tests(warehouse: Warehouse) -> None:
+    result = warehouse.dbt(*WINDOW_BUILD, "--vars", window_vars(D4, D4))
+    assert result.returncode == 0, result.output
+    statuses = result.statuses()
+    assert not [node for node in statuses if node.startswith("unit_test.")]
+    assert statuses["test.sluice.assert_marts_reconcile_with_fct_events"] == "pass"
+    unique_ids = [node for node in statuses if node.startswith("test.sluice.unique_fct_events")]
+    assert [statuses[node] for node in unique_ids] == ["pass"]
     for model in ("stg_events", "fct_events", "dau", "revenue_daily"):
         assert statuses[f"model.sluice.{model}"] == "success"
 

@@ -18,8 +18,9 @@ import duckdb
 import pytest
 
 from orchestration.definitions import build_definitions
+from orchestration.transform.assets import DBT_OP_NAME
 from sluice.runs import materialize_range, run_job
-from sluice.settings import Settings
+from sluice.settings import DBT_PROJECT_DIR, Settings
 from tests.conftest import built_data_dir
 from tests.orchestration.independent import daily_metrics
 
@@ -83,6 +84,15 @@ def test_the_range_was_one_run_with_one_dbt_invocation(built: Settings) -> None:
         }
     assert partitions == {(FIRST + dt.timedelta(d)).isoformat() for d in range(DAYS)}
     assert len(invocations) == 1
+    # dagster-dbt gives each invocation its own target folder, named after the op and run.
+    (run_results,) = (DBT_PROJECT_DIR / "target").glob(
+        f"{DBT_OP_NAME}-{runs[0].run_id[:7]}-*/run_results.json"
+    )
+    ran = [result["unique_id"] for result in json.loads(run_results.read_text())["results"]]
+    assert "model.sluice.fct_events" in ran
+    assert "test.sluice.assert_marts_reconcile_with_fct_events" in ran
+    # Unit tests check the models' logic, which a scheduled run does not change.
+    assert not [node for node in ran if node.startswith("unit_test.")]
 
 
 def test_rerunning_a_partition_or_the_range_leaves_the_marts_identical(built: Settings) -> None:
