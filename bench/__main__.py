@@ -101,6 +101,7 @@ def run_all(
     for result in results.values():
         result.setdefault("code", code)
         result.setdefault("finished", report.now())
+    measured = set(results)
     full_run_seconds = None
     if write and only:
         # A partial run updates its benchmarks in the size's results and keeps the others.
@@ -124,12 +125,29 @@ def run_all(
         "failed": failed,
     }
     if write:
-        report.write(size, run)
-        if "ingest_api" in results:
-            ingest.write_section(results["ingest_api"])
-        if "serving" in results:
-            ingest.write_section(results["serving"], ingest.SERVING)
+        write_results(size, run, measured)
     return run
+
+
+# Benchmarks that write a section of docs/benchmarks.md of their own, by their module.
+OWN_SECTIONS = {"ingest_api": ingest.MODULE, "serving": ingest.SERVING}
+
+
+def write_results(
+    size: str,
+    run: dict[str, Any],
+    measured: set[str],
+    results_dir: Path = report.RESULTS_DIR,
+    doc: Path = report.DOC,
+) -> None:
+    """Write the results and the size's section; refresh the own section of each benchmark in
+    ``measured`` (those this invocation ran) only. The others' results come from the last
+    results file, which can be older than their sections: ``python -m bench.ingest_api`` and
+    ``python -m bench.serving`` rewrite their sections without touching it."""
+    report.write(size, run, results_dir, doc)
+    for name, module in OWN_SECTIONS.items():
+        if name in measured and name in run["benchmarks"]:
+            ingest.write_section(run["benchmarks"][name], module, doc)
 
 
 def main(argv: list[str] | None = None) -> int:

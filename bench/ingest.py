@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 from bench.context import Context
+from bench.report import DOC
 
 MODULE = "bench.ingest_api"
 SERVING = "bench.serving"
@@ -30,10 +32,10 @@ def run_serving(ctx: Context) -> dict[str, Any]:
     return run(ctx, SERVING)
 
 
-def write_section(result: dict[str, Any], module_name: str = MODULE) -> None:
-    """Let the benchmark's module refresh its own section of docs/benchmarks.md."""
+def write_section(result: dict[str, Any], module_name: str = MODULE, doc: Path = DOC) -> None:
+    """Let the benchmark's module refresh its own section of ``doc``."""
     if "skipped" in result or "error" in result:
         return
     module = importlib.import_module(module_name)
     if hasattr(module, "write_section"):
-        module.write_section(result)
+        module.write_section(result, doc)

@@ -1,7 +1,8 @@
 """Write a run's results: ``bench/results/<size>.json`` for tools, and the size's section of
 ``docs/benchmarks.md`` between ``<!-- bench:<size>:start -->`` and ``<!-- bench:<size>:end -->``
-markers (a new size goes above ``NEW_SIZES_GO_HERE``). Everything else in that page (the
-findings, the scale-on-paper notes, the ingest API section) is written by hand and left as it
+markers (a new size goes above ``NEW_SIZES_GO_HERE``). The ingest API and serving sections
+are written by their own modules (``bench/ingest_api.py``, ``bench/serving.py``); everything
+else in that page (the findings, the scale-on-paper notes) is written by hand and left as it
 is."""
 
 from __future__ import annotations

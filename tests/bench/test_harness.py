@@ -2,7 +2,8 @@
 
 Runs the load benchmark end to end (generator, dlt load, DuckDB baseline) and checks that a
 baseline given different input is caught as a mismatch, so no figure can improve by being
-wrong. Writes nothing outside tmp_path.
+wrong; and that a partial run (``--only``) rewrites only the sections it measured. Writes
+nothing outside tmp_path.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bench import load
-from bench.__main__ import run_all
+from bench import ingest_api, load, report
+from bench.__main__ import run_all, write_results
 from bench.measure import MismatchError, expect_rows_equal, run_worker
 from sluice.settings import REPO_DIR
 
@@ -57,3 +58,60 @@ def test_marts_that_differ_by_more_than_a_cent_do_not_compare_equal() -> None:
         expect_rows_equal("dau", [(day, 5)], [(day, 6)])
     with pytest.raises(MismatchError):
         expect_rows_equal("dau", [(day, 5)], [])
+
+
+def _ingest_result(measured: str, events_per_s: int) -> dict[str, Any]:
+    """An ingest API result in the shape bench/ingest_api.py writes."""
+    return {
+        "measured": measured,
+        "machine": "x86_64, 2 cores",
+        "load_average_before": 0.5,
+        "phase_seconds": 3.0,
+        "repeats": 3,
+        "batched": {
+            "events_per_s": events_per_s,
+            "baseline_events_per_s": 150_000,
+            "ratio_vs_baseline": round(events_per_s / 150_000, 2),
+            "half_load_p50_ms": 2.0,
+            "half_load_p99_ms": 8.0,
+        },
+        "single": {
+            "requests_per_s": 5_000,
+            "baseline_requests_per_s": 5_000,
+            "ratio_vs_baseline": 1.0,
+            "half_load_rate": 2_500,
+            "half_load_p50_ms": 2.0,
+            "half_load_p99_ms": 12.0,
+        },
+        "fsync_ms": {"p50_at_most": 0.5, "p99_at_most": 25.0},
+        "targets": {"batched_events_per_s": 50_000, "single_requests_per_s": 2_000, "p99_ms": 50.0},
+    }
+
+
+def test_a_partial_run_rewrites_only_the_sections_it_measured(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\n{report.NEW_SIZES_GO_HERE}\n")
+    # `python -m bench.ingest_api` wrote its section later than the results file's figures.
+    ingest_api.write_section(_ingest_result("2026-01-02 10:00 UTC", 73_000), doc)
+    stale = _ingest_result("2026-01-01 10:00 UTC", 60_000)
+    run = {
+        "size": "XS",
+        "finished": "2026-01-03 10:00 UTC",
+        "seconds": 60.0,
+        "repeats": 1,
+        "code": "commit abc1234",
+        "machine": report.machine(),
+        "benchmarks": {"load": {"error": "not run here"}, "ingest_api": stale},
+        "failed": False,
+    }
+
+    write_results("XS", run, {"load"}, tmp_path, doc)
+    text = doc.read_text()
+    assert "Measured 2026-01-02 10:00 UTC" in text and "73,000" in text
+    assert "60,000" not in text
+    assert "<!-- bench:XS:start -->" in text
+
+    write_results("XS", run, {"load", "ingest_api"}, tmp_path, doc)
+    text = doc.read_text()
+    assert "Measured 2026-01-01 10:00 UTC" in text and "60,000" in text
+    assert "73,000" not in text
