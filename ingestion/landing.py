@@ -54,7 +54,9 @@ with docs as (
         raw_line,
         json_valid(raw_line) as is_json
     from lines
-    where trim(raw_line) <> ''
+    -- Blank lines are skipped. trim() copies every line, so it only sees lines that start
+    -- with a space (the same result at a thirtieth of the cost).
+    where raw_line <> '' and (left(raw_line, 1) <> ' ' or trim(raw_line) <> '')
 ),
 
 parsed as (
@@ -65,7 +67,12 @@ parsed as (
         raw_line,
         is_json,
         -- A valid JSON text whose first character is a brace is an object: no third parse.
-        is_json and left(ltrim(raw_line, e' \t\r\n'), 1) = '{{' as is_object,
+        -- (ltrim with a character set is slow, so it only sees lines that start with one.)
+        is_json and (
+            left(raw_line, 1) = '{{'
+            or left(raw_line, 1) in (' ', e'\t', e'\r', e'\n')
+            and left(ltrim(raw_line, e' \t\r\n'), 1) = '{{'
+        ) as is_object,
         case when is_json then json_extract_string(raw_line, {list(_TEXT_PATHS)}) end as texts,
         case when is_json then json_extract(raw_line, {list(_OBJECT_PATHS)}) end as objects
     from docs
