@@ -43,6 +43,22 @@ _TEXT_PATHS = (
     "$.receivedAt",
 )
 _OBJECT_PATHS = ("$.properties", "$.traits", "$.context")
+# The message's own fields, as the checked table and raw.events name them.
+_FIELDS = ",\n    ".join(
+    (
+        "type",
+        "event",
+        "name",
+        "user_id",
+        "anonymous_id",
+        "timestamp",
+        "sent_at",
+        "received_at",
+        "properties",
+        "traits",
+        "context",
+    )
+)
 
 _VALIDATE_SQL = f"""
 create or replace temp table checked as
@@ -140,35 +156,15 @@ select
     coalesce(
         message_id, case when reason is null then 'sluice-' || md5(raw_line) end
     ) as message_id,
-    type,
-    event,
-    name,
-    user_id,
-    anonymous_id,
-    timestamp,
-    sent_at,
-    received_at,
-    properties,
-    traits,
-    context,
+    {_FIELDS},
     reason
 from checked
 """
 
-_ACCEPTED_SQL = """
+_ACCEPTED_SQL = f"""
 select
     message_id,
-    type,
-    event,
-    name,
-    user_id,
-    anonymous_id,
-    timestamp,
-    sent_at,
-    received_at,
-    properties,
-    traits,
-    context,
+    {_FIELDS},
     source as _source,
     source_file as _source_file,
     line_number as _line_number,
