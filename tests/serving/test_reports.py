@@ -199,14 +199,10 @@ def test_every_saved_report_loads() -> None:
     assert [load_report(REPORTS_DIR / f"{name}.yml").name for name in names] == names
 
 
-def test_the_morning_schedule_writes_and_mails_the_daily_summary_for_yesterday(
-    built: Settings, smtp_server: tuple[int, Inbox]
-) -> None:
-    port, inbox = smtp_server
-    mailing = dataclasses.replace(
-        built, smtp_host="127.0.0.1", smtp_port=port, report_email_to=("team@example.com",)
-    )
-    defs = build_definitions(mailing)
+def run_morning_schedule(
+    built: Settings, defs: dg.Definitions
+) -> tuple[dt.date, dg.ExecuteInProcessResult]:
+    """The daily reports schedule's tick on the morning after LAST, run to the end."""
     schedule = defs.resolve_schedule_def("daily_reports_schedule")
     today = LAST + dt.timedelta(days=1)
     with dg.DagsterInstance.from_config(str(built.dagster_home)) as instance:
@@ -218,6 +214,17 @@ def test_the_morning_schedule_writes_and_mails_the_daily_summary_for_yesterday(
         job = defs.resolve_job_def(request.job_name or "scheduled_reports")
         result = job.execute_in_process(run_config=request.run_config, instance=instance)
     assert result.success
+    return today, result
+
+
+def test_the_morning_schedule_writes_and_mails_the_daily_summary_for_yesterday(
+    built: Settings, smtp_server: tuple[int, Inbox]
+) -> None:
+    port, inbox = smtp_server
+    mailing = dataclasses.replace(
+        built, smtp_host="127.0.0.1", smtp_port=port, report_email_to=("team@example.com",)
+    )
+    today, result = run_morning_schedule(built, build_definitions(mailing))
     page = built.reports_output_dir / "daily_summary" / f"{LAST}.html"
     assert str(page) in result.output_for_node("write_scheduled_reports")
     first = LAST - dt.timedelta(days=27)
@@ -250,18 +257,7 @@ def test_the_morning_schedule_posts_each_report_to_the_webhook(
     built: Settings, webhook: Webhook
 ) -> None:
     posting = dataclasses.replace(built, report_webhook_url=webhook.url)
-    defs = build_definitions(posting)
-    schedule = defs.resolve_schedule_def("daily_reports_schedule")
-    today = LAST + dt.timedelta(days=1)
-    with dg.DagsterInstance.from_config(str(built.dagster_home)) as instance:
-        context = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=dt.datetime(today.year, today.month, today.day, 1, 0),
-        )
-        request = schedule.evaluate_tick(context).run_requests[0]
-        job = defs.resolve_job_def(request.job_name or "scheduled_reports")
-        result = job.execute_in_process(run_config=request.run_config, instance=instance)
-    assert result.success
+    today, _ = run_morning_schedule(built, build_definitions(posting))
     # On a Monday the weekly signup_funnel is due too.
     assert len(webhook.posts) == (2 if today.weekday() == 0 else 1)
     post = next(p for p in webhook.posts if "daily_summary" in p["text"])
