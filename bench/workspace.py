@@ -18,7 +18,7 @@ import duckdb
 
 from bench.measure import Run, run_process, run_worker
 from bench.sizes import FIRST_DAY
-from sluice.dbt_window import WINDOW_BUILD
+from sluice.dbt_window import WINDOW_BUILD, window_env
 from sluice.settings import dbt_executable
 
 SEED = 7
@@ -107,12 +107,13 @@ class DataDir:
 
     def dbt_build(self, first: dt.date | None, last: dt.date | None, *extra: str) -> DbtRun:
         """``dbt build`` over first..last (both None: the whole history) as Sluice's runs
-        invoke it (``sluice.dbt_window``: without unit tests), plus ``extra`` arguments; timed."""
+        invoke it (``sluice.dbt_window``: without unit tests, the window in the environment),
+        plus ``extra`` arguments; timed."""
         project = self.source / "dbt_project"
         args = [dbt_executable(), *WINDOW_BUILD, *extra]
+        env = dict(self.env)
         if first is not None and last is not None:
-            window = {"start_date": first.isoformat(), "end_date": last.isoformat()}
-            args += ["--vars", json.dumps(window)]
+            env.update(window_env(first, last))
         target = self.root / "dbt_target"
         args += [
             "--project-dir", str(project),
@@ -120,7 +121,7 @@ class DataDir:
             "--target-path", str(target),
             "--log-path", str(self.root / "dbt_logs"),
         ]  # fmt: skip
-        run = run_process(args, env=self.env, cwd=project, log=self.log)
+        run = run_process(args, env=env, cwd=project, log=self.log)
         results = json.loads((target / "run_results.json").read_text())
         return DbtRun(run, results)
 

@@ -1,12 +1,26 @@
 {#-
-    The window of daily partitions that a run rebuilds, read from the vars start_date and
-    end_date (inclusive UTC dates, 'YYYY-MM-DD'). A bound that is not given is open, so a plain
-    `dbt build` rebuilds the whole history.
+    The window of daily partitions that a run rebuilds (inclusive UTC dates, 'YYYY-MM-DD'):
+    each bound is the var start_date / end_date when given (`dbt build --vars ...` by hand),
+    else the environment variable SLUICE_WINDOW_START / SLUICE_WINDOW_END (what Sluice's runs
+    set). A bound given neither way is open, so a plain `dbt build` rebuilds the whole history.
+
+    Why two ways: dbt re-parses the whole project whenever the vars change, about a second per
+    run. The environment is read only while dbt executes (`execute`), never while it parses,
+    so dbt does not track these variables and keeps its partial parse across windows. During
+    parsing the window is open, which changes nothing dbt records (the SQL is rendered again
+    when the model runs).
 -#}
 {% macro partition_window() %}
     {%- set bounds = {} -%}
+    {%- set labels = {} -%}
+    {%- set environment = {'start_date': 'SLUICE_WINDOW_START', 'end_date': 'SLUICE_WINDOW_END'} -%}
     {%- for name in ['start_date', 'end_date'] -%}
         {%- set value = var(name, none) -%}
+        {%- do labels.update({name: 'var ' ~ name}) -%}
+        {%- if value is none and execute -%}
+            {%- set value = env_var(environment[name], '') -%}
+            {%- do labels.update({name: environment[name]}) -%}
+        {%- endif -%}
         {%- set text = '' if value is none else (value | string | trim) -%}
         {%- if text == '' -%}
             {%- do bounds.update({name: none}) -%}
@@ -14,7 +28,7 @@
             {%- do bounds.update({name: modules.datetime.date.fromisoformat(text)}) -%}
         {%- else -%}
             {{ exceptions.raise_compiler_error(
-                "var " ~ name ~ "=" ~ text ~ " is not a date: pass YYYY-MM-DD, e.g. --vars "
+                labels[name] ~ "=" ~ text ~ " is not a date: pass YYYY-MM-DD, e.g. --vars "
                 ~ "'{\"start_date\": \"2024-03-01\", \"end_date\": \"2024-03-01\"}'"
             ) }}
         {%- endif -%}
@@ -22,7 +36,8 @@
     {%- if bounds['start_date'] is not none and bounds['end_date'] is not none
         and bounds['start_date'] > bounds['end_date'] -%}
         {{ exceptions.raise_compiler_error(
-            "var start_date=" ~ bounds['start_date'] ~ " is after end_date=" ~ bounds['end_date']
+            labels['start_date'] ~ "=" ~ bounds['start_date'] ~ " is after "
+            ~ labels['end_date'] ~ "=" ~ bounds['end_date']
             ~ ": both bounds are inclusive, so a single day is start_date = end_date"
         ) }}
     {%- endif -%}

@@ -1,12 +1,12 @@
 """dbt models as Dagster assets, partitioned by UTC day.
 
-A run over any range of days is ONE ``dbt build`` (without dbt's unit tests, see
-``sluice/dbt_window.py``) with the range passed as the vars ``start_date`` and ``end_date``;
-incremental models replace exactly that window. After dbt finishes, each fact and mart gets
+A run over any range of days is ONE ``dbt build`` (without dbt's unit tests) with the range
+passed in the environment (``sluice/dbt_window.py`` says why); incremental models replace
+exactly that window. After dbt finishes, each fact and mart gets
 row counts per day of the window and marts a preview.
 """
 
-import json
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -16,7 +16,7 @@ import duckdb
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from orchestration.lib import SluiceDbtTranslator, daily_partitions, window_dates
-from sluice.dbt_window import WINDOW_BUILD
+from sluice.dbt_window import WINDOW_BUILD, window_env
 from sluice.settings import (
     DBT_PROJECT_DIR,
     MARTS_SCHEMA,
@@ -91,11 +91,12 @@ def build_transform_assets(settings: Settings) -> dg.AssetsDefinition:
         pool=WAREHOUSE_POOL,
     )
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-        first, last = (d.isoformat() for d in window_dates(context.partition_time_window))
+        first_day, last_day = window_dates(context.partition_time_window)
+        first, last = first_day.isoformat(), last_day.isoformat()
         # dbt runs as a child process; its profile finds the warehouse through this variable.
         os.environ.update(settings.subprocess_env())
-        dbt_vars = json.dumps({"start_date": first, "end_date": last})
-        invocation = dbt.cli([*WINDOW_BUILD, "--vars", dbt_vars], context=context)
+        with _environment(window_env(first_day, last_day)):
+            invocation = dbt.cli(list(WINDOW_BUILD), context=context)
         # Buffer the events: the metadata below needs dbt to have released the warehouse.
         events = list(invocation.stream())
         relations = _relations(invocation.manifest)
@@ -107,6 +108,22 @@ def build_transform_assets(settings: Settings) -> dg.AssetsDefinition:
             yield event
 
     return dbt_models
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in os.environ while dagster-dbt starts dbt (it passes dbt a copy of
+    os.environ and takes no environment of its own), then as before."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _unique_id(event: Any) -> str | None:

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,14 @@ DbtRunner = Callable[..., DbtResult]
 def make_dbt_runner(warehouse: Path, work_dir: Path) -> DbtRunner:
     """A function that runs one dbt command on `warehouse`, keeping its files in `work_dir`."""
 
-    def run(*args: str) -> DbtResult:
+    def run(*args: str, env: Mapping[str, str] | None = None) -> DbtResult:
+        """``dbt *args``, with ``env`` added to the environment (a window, for instance)."""
         target_path = work_dir / "target"
-        env = {
+        full_env = {
             **os.environ,
             "SLUICE_WAREHOUSE_PATH": str(warehouse),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            **(env or {}),
         }
         completed = subprocess.run(
             [
@@ -61,7 +63,7 @@ def make_dbt_runner(warehouse: Path, work_dir: Path) -> DbtRunner:
                 "--log-path",
                 str(work_dir / "logs"),
             ],
-            env=env,
+            env=full_env,
             capture_output=True,
             text=True,
             check=False,

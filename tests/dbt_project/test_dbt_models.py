@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sluice.dbt_window import WINDOW_BUILD
+from sluice.dbt_window import WINDOW_BUILD, window_env
 from sluice.settings import DBT_PROJECT_DIR
 
 from .conftest import BuiltWarehouse, Warehouse
@@ -193,7 +193,8 @@ def test_window_run_rewrites_only_its_day_and_is_idempotent(warehouse: Warehouse
     facts_before = content_hash(warehouse, "core.fct_events", exclude="dbt_invocation_id")
     marts_before = marts_hash(warehouse)
 
-    first = warehouse.dbt("build", "--vars", window_vars(D4, D4))
+    # As Sluice's runs pass the window: in the environment.
+    first = warehouse.dbt(*WINDOW_BUILD, env=window_env(D4, D4))
     assert first.returncode == 0, first.output
     after_first = invocations_by_day(warehouse)
     assert after_first.keys() == before.keys()  # no 2023 day appeared
@@ -211,6 +212,7 @@ def test_window_run_rewrites_only_its_day_and_is_idempotent(warehouse: Warehouse
     assert total >= 4
     assert scanned < total
 
+    # As an analyst passes it by hand: as vars.
     second = warehouse.dbt("build", "--vars", window_vars(D4, D4))
     assert second.returncode == 0, second.output
     after_second = invocations_by_day(warehouse)
@@ -265,4 +267,28 @@ def test_late_event_changes_only_its_day_after_a_window_run(warehouse: Warehouse
 def test_window_with_start_after_end_is_refused(warehouse: Warehouse) -> None:
     result = warehouse.dbt("run", "--select", "fct_events", "--vars", window_vars(D3, D2))
     assert result.returncode != 0
-    assert "start_date=2024-03-03 is after end_date=2024-03-02" in result.output
+    assert "var start_date=2024-03-03 is after var end_date=2024-03-02" in result.output
+
+    through_env = {"SLUICE_WINDOW_START": "2024-03-03", "SLUICE_WINDOW_END": "2024-03-02"}
+    result = warehouse.dbt("run", "--select", "fct_events", env=through_env)
+    assert result.returncode != 0
+    assert "SLUICE_WINDOW_START=2024-03-03 is after SLUICE_WINDOW_END=2024-03-02" in result.output
+
+
+def test_windows_passed_in_the_environment_keep_dbts_partial_parse(warehouse: Warehouse) -> None:
+    full_parse = "Unable to do partial parsing"
+    first = warehouse.dbt(*WINDOW_BUILD, env=window_env(D2, D2))
+    assert first.returncode == 0, first.output
+    assert (warehouse.work_dir / "target" / "partial_parse.msgpack").exists()
+    for day in (D3, D4):
+        before = invocations_by_day(warehouse)
+        result = warehouse.dbt(*WINDOW_BUILD, env=window_env(day, day))
+        assert result.returncode == 0, result.output
+        assert full_parse not in result.output
+        after = invocations_by_day(warehouse)
+        assert after[day] != before[day]
+        assert other_days(after, day) == other_days(before, day)
+    # Vars that change between runs make dbt parse the whole project again.
+    by_vars = warehouse.dbt(*WINDOW_BUILD, "--vars", window_vars(D5, D5))
+    assert by_vars.returncode == 0, by_vars.output
+    assert f"{full_parse} because config vars" in by_vars.output
