@@ -331,7 +331,16 @@ def create_app(
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.metrics_text, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=api.lifespan)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with api.lifespan(app):
+            try:
+                yield
+            finally:
+                # The snapshot connection, the query workers and the quota file.
+                query_api.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.api = api
     app.state.query_api = query_api
     return app

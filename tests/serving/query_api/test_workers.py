@@ -5,16 +5,22 @@ the refusal. Real child processes and real DuckDB files in a temporary folder.""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
+from starlette.testclient import TestClient
 
+from ingestion.api.app import create_app
+from ingestion.api.keys import KeyStore
 from serving.guardrails import QueryLimits, QueryRefused
 from serving.snapshot import publish_snapshot
 from serving.workers import QueryWorkers
-from tests.serving.query_api.conftest import build_warehouse
+from sluice.settings import load_settings
+from tests.serving.query_api.conftest import FIRST, build_warehouse, publish
 
 COUNT = "select count(*) from marts.dau"
 # One function call that never checks for the interrupt (see test_http.py).
@@ -94,3 +100,33 @@ def test_queries_at_once_get_workers_of_their_own_and_at_most_keep_wait(
         results = list(pool.map(lambda _: workers.run(sql), range(6)))
     assert all(result.rows == [(20_000_000,)] for result in results)
     assert 1 <= len(waiting_pids(workers)) <= 2
+
+
+def test_the_app_stops_its_query_workers_when_it_shuts_down(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"SLUICE_DATA_DIR": str(tmp_path / "data"), "SLUICE_START_DATE": FIRST.isoformat()}
+    )
+    build_warehouse(settings.warehouse_path)
+    publish(settings, "run-one")
+    key = KeyStore(settings.api_keys_path).create("reader", kind="read")
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(
+            "/v1/query", json={"sql": COUNT}, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert answer.status_code == 200, answer.text
+        started = [
+            child
+            for child in psutil.Process().children(recursive=True)
+            if child.pid not in before and _forked_by_the_fork_server(child)
+        ]
+        assert started, "the query ran in no worker process"
+    # Shutting the app down stops the workers it started (the process need not exit).
+    _, alive = psutil.wait_procs(started, timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def _forked_by_the_fork_server(process: psutil.Process) -> bool:
+    """Query workers; not multiprocessing's fork server and resource tracker themselves, which
+    are this process's own children and outlive any one pool, by design."""
+    return process.ppid() != os.getpid()
