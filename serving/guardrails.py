@@ -85,7 +85,52 @@ def check_select(sql: str) -> str:
     if statement.type != duckdb.StatementType.SELECT:
         kind = statement.type.name
         raise QueryRefused("statement", 400, f"only SELECT statements may run; this one is {kind}")
-    return statement.query.strip().rstrip(";")
+    query = statement.query.strip().rstrip(";")
+    _refuse_system_functions(query)
+    return query
+
+
+# DuckDB's own metadata functions tell where the server keeps its files (duckdb_databases()
+# and pragma_database_list() show the snapshot's path; current_setting() shows folders).
+# The marts are described by information_schema, which stays open.
+_SYSTEM_PREFIXES = ("duckdb_", "pragma_")
+_SYSTEM_FUNCTIONS = frozenset({"current_setting", "getenv", "which_secret", "pg_settings"})
+
+
+def _function_names(node: Any) -> Iterator[str]:
+    """Every function and table named anywhere in a serialized query."""
+    if isinstance(node, dict):
+        # Table functions may be named without parentheses, like a table.
+        for key in ("function_name", "table_name"):
+            name = node.get(key)
+            if isinstance(name, str):
+                yield name.lower()
+        for value in node.values():
+            yield from _function_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _function_names(value)
+
+
+def _refuse_system_functions(query: str) -> None:
+    with duckdb.connect() as con:
+        row = con.execute("select json_serialize_sql(?)", [query]).fetchone()
+    tree = json.loads(row[0]) if row else {"error": True}
+    if tree.get("error"):
+        raise QueryRefused(
+            "statement",
+            400,
+            "the query uses syntax the guard cannot inspect: "
+            f"{tree.get('error_message', 'unknown')}",
+        )
+    for name in _function_names(tree):
+        if name.startswith(_SYSTEM_PREFIXES) or name in _SYSTEM_FUNCTIONS:
+            raise QueryRefused(
+                "system_function",
+                403,
+                f"{name}() describes the server, not the marts; use information_schema "
+                "to list tables and columns",
+            )
 
 
 def _rewrite_distinct_counts(node: Any) -> int:

@@ -60,6 +60,28 @@ def test_anything_else_is_refused(sql: str, kind: str) -> None:
     assert kind in refused.value.message
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select * from duckdb_databases()",
+        "select path from pragma_database_list",
+        "select * from duckdb_databases",
+        "select current_setting('temp_directory')",
+        "select * from pg_catalog.pg_settings",
+        "select * from marts.dau where event_date in (select 1 from DuckDB_Settings())",
+    ],
+)
+def test_functions_that_describe_the_server_are_refused(sql: str) -> None:
+    with pytest.raises(QueryRefused) as refused:
+        check_select(sql)
+    assert refused.value.limit == "system_function" and refused.value.status == 403
+    assert "information_schema" in refused.value.message
+
+
+def test_information_schema_still_lists_the_marts() -> None:
+    assert check_select("select table_name from information_schema.tables")
+
+
 def test_approx_rewrites_the_syntax_tree() -> None:
     sql = (
         "select count(distinct user_key) as users, count(*) as rows, "
