@@ -25,6 +25,9 @@ class _JsonHintNotice(logging.Filter):
 
 
 def make_pipeline(settings: Settings) -> dlt.Pipeline:
+    # A loaded package keeps only its record, not its Parquet files: the rows are in the
+    # warehouse, and the files would otherwise pile up with every load.
+    dlt.config["load.delete_completed_jobs"] = True
     logger = logging.getLogger("dlt")
     if not any(isinstance(f, _JsonHintNotice) for f in logger.filters):
         logger.addFilter(_JsonHintNotice())

@@ -189,9 +189,11 @@ def test_staged_parquet_files_do_not_pile_up(make_settings) -> None:
     load(settings)
     write_lines(settings.landing_dir / "b.jsonl", [json.dumps(m) for m in GOOD])
     load(settings)
-    staging = Path(make_pipeline(settings).working_dir) / STAGING_FOLDER
-    # Only the last load's two files (accepted and rejected rows) remain.
-    assert len(list(staging.glob("*.parquet"))) == 2
+    working_dir = Path(make_pipeline(settings).working_dir)
+    # Only the last load's two files (accepted and rejected rows) remain, and dlt keeps no
+    # copy of what it loaded.
+    assert len(list((working_dir / STAGING_FOLDER).glob("*.parquet"))) == 2
+    assert len(list(working_dir.rglob("*.parquet"))) == 2
 
 
 def test_a_file_bigger_than_a_batch_is_cut_into_runs_of_whole_lines(tmp_path) -> None:
