@@ -10,6 +10,13 @@ Environment variables (all optional; the defaults work on a laptop):
 - ``SLUICE_LATE_LOOKBACK_DAYS``: how many days back a load may trigger rebuilds of already
   built partitions when late events arrive. Default: 7.
 - ``SLUICE_DBT_TARGET``: the dbt target to build. Default: ``dev``.
+- ``SLUICE_DUCKDB_MEMORY_LIMIT``: DuckDB's ``memory_limit`` in dbt builds (``150MB``,
+  ``4GB``, ``25%`` of the machine's memory). Past it, DuckDB spills sorts, joins and the
+  window's temporary tables to ``<warehouse>.tmp`` beside the warehouse instead of growing,
+  so a build of a big day stays within it (plus about 200 MB of dbt itself) at the cost of
+  time. Default: ``150MB``, which keeps a build under 0.4 GB; give more to a machine that
+  builds days of millions of events and has memory to spare. ``dbt_project/profiles.yml``
+  falls back to the same default for an analyst running dbt by hand.
 - ``SLUICE_DAGSTER_PORT``: port of the Dagster UI started by ``make dev``. Default: 3000.
 - ``SLUICE_API_HOST``: address ``sluice serve`` (the ingest API) listens on. Default:
   ``127.0.0.1``.
@@ -45,6 +52,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import sys
 import urllib.parse
@@ -77,6 +85,9 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 
 START_DATE_FILE = "start_date"
 
+DEFAULT_DUCKDB_MEMORY_LIMIT = "150MB"
+_MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|%)$", re.IGNORECASE)
+
 
 class SettingsError(ValueError):
     """A setting has a value Sluice cannot use; the message names the setting."""
@@ -88,6 +99,7 @@ class Settings:
     start_date: dt.date
     late_lookback_days: int = 7
     dbt_target: str = "dev"
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
     dagster_port: int = 3000
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -163,6 +175,7 @@ class Settings:
             "SLUICE_DATA_DIR": str(self.data_dir),
             "SLUICE_START_DATE": self.start_date.isoformat(),
             "SLUICE_WAREHOUSE_PATH": str(self.warehouse_path),
+            "SLUICE_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "DAGSTER_HOME": str(self.dagster_home),
         }
 
@@ -185,6 +198,18 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     if value < minimum:
         raise SettingsError(f"{name}={value} must be at least {minimum}")
     return value
+
+
+def _memory_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not _MEMORY_LIMIT.match(raw):
+        raise SettingsError(
+            f"{name}={raw!r} is not an amount of memory; use a size such as 150MB, 4GB or 2GiB, "
+            "or a share of the machine's memory such as 25%"
+        )
+    return raw
 
 
 def _url(env: Mapping[str, str], name: str) -> str:
@@ -214,6 +239,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         start_date=start,
         late_lookback_days=_int(env, "SLUICE_LATE_LOOKBACK_DAYS", 7),
         dbt_target=env.get("SLUICE_DBT_TARGET") or "dev",
+        duckdb_memory_limit=_memory_limit(
+            env, "SLUICE_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT
+        ),
         dagster_port=_int(env, "SLUICE_DAGSTER_PORT", 3000, minimum=1),
         api_host=env.get("SLUICE_API_HOST") or "127.0.0.1",
         api_port=_int(env, "SLUICE_API_PORT", 8000, minimum=1),

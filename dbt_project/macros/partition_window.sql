@@ -96,3 +96,18 @@
     {%- endif -%}
     {{- '(' ~ ranges | join(' or ') ~ ')' if ranges else 'false' -}}
 {% endmacro %}
+
+
+{#-
+    `order by <columns>`, unless the window is a single day. A model ends with it to keep its
+    table in time order for DuckDB's zone maps, so that a read of a few days skips the row
+    groups of all other days. A one-day window's rows share their date and are appended
+    together, so they are already grouped by day; sorting them would only cost memory (the
+    window's whole rows, JSON columns included, held or spilled at once).
+-#}
+{% macro window_order_by(columns) %}
+    {%- set window = partition_window() -%}
+    {%- if window['start_date'] is none or window['start_date'] != window['end_date'] -%}
+        order by {{ columns }}
+    {%- endif -%}
+{% endmacro %}

@@ -12,10 +12,11 @@ import hashlib
 import json
 from typing import Any
 
+import duckdb
 import pytest
 
 from sluice.dbt_window import WINDOW_BUILD, window_env
-from sluice.settings import DBT_PROJECT_DIR
+from sluice.settings import DBT_PROJECT_DIR, DEFAULT_DUCKDB_MEMORY_LIMIT
 
 from .conftest import BuiltWarehouse, Warehouse
 from .raw_events import RAW_EVENTS, RawEvent, insert_raw_events
@@ -292,3 +293,27 @@ def test_windows_passed_in_the_environment_keep_dbts_partial_parse(warehouse: Wa
     by_vars = warehouse.dbt(*WINDOW_BUILD, "--vars", window_vars(D5, D5))
     assert by_vars.returncode == 0, by_vars.output
     assert f"{full_parse} because config vars" in by_vars.output
+
+
+def _duckdb_memory_limit(warehouse: Warehouse) -> str:
+    result = warehouse.dbt(
+        "show", "--inline", "select current_setting('memory_limit') as memory_limit", "--quiet"
+    )
+    assert result.returncode == 0, result.output
+    return result.output
+
+
+def _as_duckdb_shows(memory_limit: str) -> str:
+    with duckdb.connect() as con:
+        con.execute(f"set memory_limit = '{memory_limit}'")
+        return str(con.execute("select current_setting('memory_limit')").fetchone()[0])
+
+
+def test_dbt_builds_within_the_memory_limit_setting(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run by hand, without Sluice's settings, dbt falls back to Sluice's default.
+    monkeypatch.delenv("SLUICE_DUCKDB_MEMORY_LIMIT", raising=False)
+    assert _as_duckdb_shows(DEFAULT_DUCKDB_MEMORY_LIMIT) in _duckdb_memory_limit(warehouse)
+    monkeypatch.setenv("SLUICE_DUCKDB_MEMORY_LIMIT", "300MB")
+    assert _as_duckdb_shows("300MB") in _duckdb_memory_limit(warehouse)

@@ -46,10 +46,21 @@ def test_bad_dates_give_one_clear_line(make_settings, args: list[str], needle: s
     assert_one_line_error(sluice(*args), needle)
 
 
-def test_bad_setting_names_the_setting(make_settings) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("SLUICE_START_DATE", "soon", "SLUICE_START_DATE='soon' is not a date"),
+        (
+            "SLUICE_DUCKDB_MEMORY_LIMIT",
+            "lots",
+            "SLUICE_DUCKDB_MEMORY_LIMIT='lots' is not an amount of memory",
+        ),
+    ],
+)
+def test_bad_setting_names_the_setting(make_settings, name: str, value: str, needle: str) -> None:
     make_settings(dt.date(2026, 1, 1))
-    result = sluice("status", env={"SLUICE_START_DATE": "soon"})
-    assert_one_line_error(result, "SLUICE_START_DATE='soon' is not a date")
+    result = sluice("status", env={name: value})
+    assert_one_line_error(result, needle)
 
 
 def test_load_without_landing_folder_says_what_to_do(make_settings) -> None:

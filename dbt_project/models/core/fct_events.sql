@@ -64,7 +64,7 @@ final as (
     from new_events
 )
 
--- In time order, so that DuckDB's min/max zone maps let a read of a few days (the marts, the
--- next window run) skip the row groups of all other days.
+-- In time order when the window spans several days, so that DuckDB's min/max zone maps let a
+-- read of a few days (the marts, the next window run) skip the row groups of all other days.
 select * from final
-order by event_at
+{{ window_order_by('event_at') }}
