@@ -17,6 +17,9 @@ Environment variables (all optional; the defaults work on a laptop):
   time. Default: ``150MB``, which keeps a build under 0.4 GB; give more to a machine that
   builds days of millions of events and has memory to spare. ``dbt_project/profiles.yml``
   falls back to the same default for an analyst running dbt by hand.
+- ``SLUICE_DUCKDB_THREADS``: DuckDB's threads in dbt builds. Each thread holds buffers of its
+  own inside the memory limit: at 150MB, two threads ran out of memory deduplicating a year
+  of events where one did not. Default: 1 (raise it together with the memory limit).
 - ``SLUICE_DAGSTER_PORT``: port of the Dagster UI started by ``make dev``. Default: 3000.
 - ``SLUICE_API_HOST``: address ``sluice serve`` (the ingest API) listens on. Default:
   ``127.0.0.1``.
@@ -86,6 +89,7 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 START_DATE_FILE = "start_date"
 
 DEFAULT_DUCKDB_MEMORY_LIMIT = "150MB"
+DEFAULT_DUCKDB_THREADS = 1
 _MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|%)$", re.IGNORECASE)
 
 
@@ -100,6 +104,7 @@ class Settings:
     late_lookback_days: int = 7
     dbt_target: str = "dev"
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    duckdb_threads: int = DEFAULT_DUCKDB_THREADS
     dagster_port: int = 3000
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -176,6 +181,7 @@ class Settings:
             "SLUICE_START_DATE": self.start_date.isoformat(),
             "SLUICE_WAREHOUSE_PATH": str(self.warehouse_path),
             "SLUICE_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
+            "SLUICE_DUCKDB_THREADS": str(self.duckdb_threads),
             "DAGSTER_HOME": str(self.dagster_home),
         }
 
@@ -242,6 +248,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         duckdb_memory_limit=_memory_limit(
             env, "SLUICE_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT
         ),
+        duckdb_threads=_int(env, "SLUICE_DUCKDB_THREADS", DEFAULT_DUCKDB_THREADS, minimum=1),
         dagster_port=_int(env, "SLUICE_DAGSTER_PORT", 3000, minimum=1),
         api_host=env.get("SLUICE_API_HOST") or "127.0.0.1",
         api_port=_int(env, "SLUICE_API_PORT", 8000, minimum=1),

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from sluice.dbt_window import WINDOW_BUILD, window_env
-from sluice.settings import DBT_PROJECT_DIR, DEFAULT_DUCKDB_MEMORY_LIMIT
+from sluice.settings import DBT_PROJECT_DIR, DEFAULT_DUCKDB_MEMORY_LIMIT, DEFAULT_DUCKDB_THREADS
 
 from .conftest import BuiltWarehouse, Warehouse
 from .raw_events import RAW_EVENTS, RawEvent, insert_raw_events
@@ -296,8 +296,12 @@ def test_windows_passed_in_the_environment_keep_dbts_partial_parse(warehouse: Wa
 
 
 def _duckdb_memory_limit(warehouse: Warehouse) -> str:
+    """memory_limit and threads of dbt's DuckDB session, as dbt shows them."""
     result = warehouse.dbt(
-        "show", "--inline", "select current_setting('memory_limit') as memory_limit", "--quiet"
+        "show",
+        "--inline",
+        "select current_setting('memory_limit') || ' x' || current_setting('threads') as limits",
+        "--quiet",
     )
     assert result.returncode == 0, result.output
     return result.output
@@ -314,6 +318,9 @@ def test_dbt_builds_within_the_memory_limit_setting(
 ) -> None:
     # Run by hand, without Sluice's settings, dbt falls back to Sluice's default.
     monkeypatch.delenv("SLUICE_DUCKDB_MEMORY_LIMIT", raising=False)
-    assert _as_duckdb_shows(DEFAULT_DUCKDB_MEMORY_LIMIT) in _duckdb_memory_limit(warehouse)
+    monkeypatch.delenv("SLUICE_DUCKDB_THREADS", raising=False)
+    default = f"{_as_duckdb_shows(DEFAULT_DUCKDB_MEMORY_LIMIT)} x{DEFAULT_DUCKDB_THREADS}"
+    assert default in _duckdb_memory_limit(warehouse)
     monkeypatch.setenv("SLUICE_DUCKDB_MEMORY_LIMIT", "300MB")
-    assert _as_duckdb_shows("300MB") in _duckdb_memory_limit(warehouse)
+    monkeypatch.setenv("SLUICE_DUCKDB_THREADS", "2")
+    assert f"{_as_duckdb_shows('300MB')} x2" in _duckdb_memory_limit(warehouse)
