@@ -41,10 +41,17 @@ def _failure_message(result: dg.ExecuteInProcessResult, settings: Settings) -> s
             texts.append(error.message.strip())
             error = error.cause
         text = " | ".join(texts)
-        if ("lock" in text.lower() and "duckdb" in text.lower()) or "Could not set lock" in text:
+        # DuckDB's own words for a file another process holds ("block" has "lock" in it too).
+        if "Could not set lock on file" in text or "Conflicting lock is held" in text:
             return (
                 f"the warehouse {settings.warehouse_path} is open in another process "
                 "(a DuckDB CLI or a BI tool?); close it and retry"
+            )
+        if "Out of Memory Error" in text:
+            return (
+                f"step {event.step_key} ran out of memory in DuckDB (SLUICE_DUCKDB_MEMORY_LIMIT="
+                f"{settings.duckdb_memory_limit}, SLUICE_DUCKDB_THREADS={settings.duckdb_threads})"
+                ": raise the limit or use fewer threads, or build fewer days at once"
             )
         first_line = texts[-1].splitlines()[0] if texts else "unknown error"
         return f"step {event.step_key} failed: {first_line}"

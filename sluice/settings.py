@@ -14,12 +14,13 @@ Environment variables (all optional; the defaults work on a laptop):
   ``4GB``, ``25%`` of the machine's memory). Past it, DuckDB spills sorts, joins and the
   window's temporary tables to ``<warehouse>.tmp`` beside the warehouse instead of growing,
   so a build of a big day stays within it (plus about 200 MB of dbt itself) at the cost of
-  time. Default: ``150MB``, which keeps a build under 0.4 GB; give more to a machine that
-  builds days of millions of events and has memory to spare. ``dbt_project/profiles.yml``
-  falls back to the same default for an analyst running dbt by hand.
+  time. Default: ``1GB``: a 30-day window of 10M events a day builds within it on two
+  threads (``150MB`` kept a 1M-event day under 0.4 GB but ran out of memory deduplicating
+  that window). ``dbt_project/profiles.yml`` falls back to the same default for an analyst
+  running dbt by hand.
 - ``SLUICE_DUCKDB_THREADS``: DuckDB's threads in dbt builds. Each thread holds buffers of its
-  own inside the memory limit: at 150MB, two threads ran out of memory deduplicating a year
-  of events where one did not. Default: 1 (raise it together with the memory limit).
+  own inside the memory limit (at 150MB, two threads ran out of memory deduplicating a year
+  of events where one did not). Default: 2.
 - ``SLUICE_DAGSTER_PORT``: port of the Dagster UI started by ``make dev``. Default: 3000.
 - ``SLUICE_API_HOST``: address ``sluice serve`` (the ingest API) listens on. Default:
   ``127.0.0.1``.
@@ -88,8 +89,8 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 
 START_DATE_FILE = "start_date"
 
-DEFAULT_DUCKDB_MEMORY_LIMIT = "150MB"
-DEFAULT_DUCKDB_THREADS = 1
+DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
+DEFAULT_DUCKDB_THREADS = 2
 _MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|%)$", re.IGNORECASE)
 
 

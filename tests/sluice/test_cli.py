@@ -115,3 +115,17 @@ def test_generate_load_and_status(make_settings) -> None:
     assert status.returncode == 0, status.stderr
     assert "raw/events" in status.stdout and "marts/dau" in status.stdout
     assert "load SUCCESS" in status.stdout
+
+
+def test_a_build_out_of_memory_names_the_setting_to_raise(make_settings) -> None:
+    today = dt.date.today()
+    make_settings(today - dt.timedelta(days=3))
+    first = str(today - dt.timedelta(days=2))
+    generated = sluice("generate", "--start", first, "--days", "2", "--users", "300")
+    assert generated.returncode == 0, generated.stderr
+    starved = {"SLUICE_DUCKDB_MEMORY_LIMIT": "1MB", "SLUICE_DUCKDB_THREADS": "1"}
+    yesterday = str(today - dt.timedelta(days=1))
+    result = sluice("materialize", "--start", first, "--end", yesterday, env=starved)
+    # Not mistaken for a warehouse held by another process ("failed to pin block").
+    assert_one_line_error(result, "ran out of memory", "SLUICE_DUCKDB_MEMORY_LIMIT=1MB")
+    assert "another process" not in result.stderr
