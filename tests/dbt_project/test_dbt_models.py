@@ -117,7 +117,8 @@ def test_a_window_build_as_sluice_runs_it_skips_only_the_unit_tests(warehouse: W
     statuses = result.statuses()
     assert not [node for node in statuses if node.startswith("unit_test.")]
     assert statuses["test.sluice.assert_marts_reconcile_with_fct_events"] == "pass"
-    unique_ids = [node for node in statuses if node.startswith("test.sluice.unique_fct_events")]
+    unique = "test.sluice.unique_near_window_fct_events"
+    unique_ids = [node for node in statuses if node.startswith(unique)]
     assert [statuses[node] for node in unique_ids] == ["pass"]
     for model in ("stg_events", "fct_events", "dau", "revenue_daily"):
         assert statuses[f"model.sluice.{model}"] == "success"
@@ -324,3 +325,31 @@ def test_dbt_builds_within_the_memory_limit_setting(
     monkeypatch.setenv("SLUICE_DUCKDB_MEMORY_LIMIT", "300MB")
     monkeypatch.setenv("SLUICE_DUCKDB_THREADS", "2")
     assert f"{_as_duckdb_shows('300MB')} x2" in _duckdb_memory_limit(warehouse)
+
+
+def test_the_message_id_check_reads_the_window_and_its_lookback(warehouse: Warehouse) -> None:
+    """A copy farther from the window than dedup_lookback_days is counted by design and
+    outside what a window run checks; a copy near the window fails the check."""
+    far = D4 - dt.timedelta(days=30)
+    near = D4 - dt.timedelta(days=3)
+    one = warehouse.query("select message_id from core.fct_events where event_date = ?", [D4])[0]
+
+    def copy_to(day: dt.date) -> None:
+        warehouse.execute(
+            "insert into core.fct_events select * replace (cast(? as date) as event_date) "
+            "from core.fct_events where message_id = ? and event_date = ?",
+            [day, one[0], D4],
+        )
+
+    def check() -> str:
+        result = warehouse.dbt(
+            "test", "--select", "fct_events,test_name:unique_near_window",
+            "--vars", window_vars(D4, D4),
+        )  # fmt: skip
+        statuses = result.statuses()
+        return next(v for k, v in statuses.items() if k.startswith("test.sluice.unique_near"))
+
+    copy_to(far)
+    assert check() == "pass"
+    copy_to(near)
+    assert check() == "fail"
