@@ -152,14 +152,22 @@ def write(size: str, run: dict[str, Any], results_dir: Path = RESULTS_DIR, doc: 
     (results_dir / f"{size}.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
     block = markdown(size, run)
     start, end = f"<!-- bench:{size}:start -->", f"<!-- bench:{size}:end -->"
+    write_marked(doc, block, start, end, new_goes_before=NEW_SIZES_GO_HERE)
+
+
+def write_marked(
+    doc: Path, block: str, start: str, end: str, new_goes_before: str | None = None
+) -> None:
+    """Put ``block`` (which begins with ``start`` and ends with ``end``) in place of the
+    page's text between those markers; a page without them gets it before
+    ``new_goes_before`` when that is on the page, else at the end."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
     if start in text and end in text:
         before, rest = text.split(start, 1)
-        after = rest.split(end, 1)[1]
-        text = before + block + after
-    elif NEW_SIZES_GO_HERE in text:
-        before, after = text.split(NEW_SIZES_GO_HERE, 1)
-        text = before + block + "\n\n" + NEW_SIZES_GO_HERE + after
+        text = before + block + rest.split(end, 1)[1]
+    elif new_goes_before and new_goes_before in text:
+        before, after = text.split(new_goes_before, 1)
+        text = before + block + "\n\n" + new_goes_before + after
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import start_sluice_serve
+from bench.report import write_marked
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DOC = REPO_DIR / "docs" / "benchmarks.md"
@@ -417,15 +418,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_section(result: dict[str, Any], doc: Path = DOC) -> None:
-    block = markdown(result)
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+    write_marked(doc, markdown(result), START, END)
 
 
 def main() -> None:
