@@ -27,22 +27,23 @@ LANDING_SUFFIX = ".jsonl"
 SOURCES_FOLDER = "sources"
 FILES_SOURCE = "files"
 
-# Field paths read from every line. Each JSON function call parses the line again, so the
-# fields are extracted with one call per kind (text, JSON value) for all paths at once, and
-# types come from the first character of what was extracted: three parses per line (the
-# validity check and two extractions) instead of about twenty.
-_TEXT_PATHS = (
-    "$.type",
-    "$.messageId",
-    "$.userId",
-    "$.anonymousId",
-    "$.event",
-    "$.name",
-    "$.timestamp",
-    "$.sentAt",
-    "$.receivedAt",
+# The fields read from every line, as the struct that one ``from_json`` parse fills. A text
+# field that holds a number or an object comes back as its JSON text; an object field as JSON.
+_TEXT_KEYS = (
+    "type",
+    "messageId",
+    "userId",
+    "anonymousId",
+    "event",
+    "name",
+    "timestamp",
+    "sentAt",
+    "receivedAt",
 )
-_OBJECT_PATHS = ("$.properties", "$.traits", "$.context")
+_OBJECT_KEYS = ("properties", "traits", "context")
+_STRUCTURE = "{" + ", ".join(
+    [f'"{key}": "VARCHAR"' for key in _TEXT_KEYS] + [f'"{key}": "JSON"' for key in _OBJECT_KEYS]
+) + "}"
 # The message's own fields, as the checked table and raw.events name them.
 _FIELDS = ",\n    ".join(
     (
@@ -77,20 +78,9 @@ with docs as (
 
 parsed as (
     select
-        source,
-        source_file,
-        line_number,
-        raw_line,
-        is_json,
-        -- A valid JSON text whose first character is a brace is an object: no third parse.
-        -- (ltrim with a character set is slow, so it only sees lines that start with one.)
-        is_json and (
-            left(raw_line, 1) = '{{'
-            or left(raw_line, 1) in (' ', e'\t', e'\r', e'\n')
-            and left(ltrim(raw_line, e' \t\r\n'), 1) = '{{'
-        ) as is_object,
-        case when is_json then json_extract_string(raw_line, {list(_TEXT_PATHS)}) end as texts,
-        case when is_json then json_extract(raw_line, {list(_OBJECT_PATHS)}) end as objects
+        *,
+        -- One parse fills every field (from_json raises on malformed JSON, hence the check).
+        case when is_json then from_json(raw_line, '{_STRUCTURE}') end as doc
     from docs
 ),
 
@@ -101,22 +91,26 @@ fields as (
         line_number,
         raw_line,
         is_json,
-        is_object,
-        nullif(texts[1], '') as type,
-        nullif(texts[2], '') as message_id,
-        nullif(texts[3], '') as user_id,
-        nullif(texts[4], '') as anonymous_id,
-        nullif(texts[5], '') as event,
-        nullif(texts[6], '') as name,
-        texts[7] as timestamp_text,
-        texts[8] as sent_at_text,
-        texts[9] as received_at_text,
-        try_cast(texts[7] as timestamptz) as timestamp,
-        try_cast(texts[8] as timestamptz) as sent_at,
-        try_cast(texts[9] as timestamptz) as received_at,
-        cast(objects[1] as varchar) as properties,
-        cast(objects[2] as varchar) as traits,
-        cast(objects[3] as varchar) as context
+        -- A valid JSON text whose first character is a brace is an object.
+        -- (ltrim with a character set is slow, so it only sees lines that start with one.)
+        left(raw_line, 1) = '{{'
+        or left(raw_line, 1) in (' ', e'\t', e'\r', e'\n')
+        and left(ltrim(raw_line, e' \t\r\n'), 1) = '{{' as starts_with_brace,
+        nullif(doc.type, '') as type,
+        nullif(doc.messageId, '') as message_id,
+        nullif(doc.userId, '') as user_id,
+        nullif(doc.anonymousId, '') as anonymous_id,
+        nullif(doc.event, '') as event,
+        nullif(doc.name, '') as name,
+        doc.timestamp as timestamp_text,
+        doc.sentAt as sent_at_text,
+        doc.receivedAt as received_at_text,
+        try_cast(doc.timestamp as timestamptz) as timestamp,
+        try_cast(doc.sentAt as timestamptz) as sent_at,
+        try_cast(doc.receivedAt as timestamptz) as received_at,
+        cast(doc.properties as varchar) as properties,
+        cast(doc.traits as varchar) as traits,
+        cast(doc.context as varchar) as context
     from parsed
 ),
 
@@ -125,7 +119,7 @@ checked as (
         *,
         case
             when not is_json then 'malformed JSON'
-            when not is_object then 'not a JSON object'
+            when not starts_with_brace then 'not a JSON object'
             when type is null then 'missing field type'
             when type not in {MESSAGE_TYPES} then 'unknown type "' || type || '"'
             when user_id is null and anonymous_id is null
