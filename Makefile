@@ -53,4 +53,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf data/landing data/warehouse data/serving data/reports data/dlt data/dagster data/start_date dbt_project/target
+	rm -rf data/landing data/warehouse data/serving data/reports data/dlt data/dbt data/dagster data/start_date dbt_project/target

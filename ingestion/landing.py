@@ -41,9 +41,13 @@ _TEXT_KEYS = (
     "receivedAt",
 )
 _OBJECT_KEYS = ("properties", "traits", "context")
-_STRUCTURE = "{" + ", ".join(
-    [f'"{key}": "VARCHAR"' for key in _TEXT_KEYS] + [f'"{key}": "JSON"' for key in _OBJECT_KEYS]
-) + "}"
+_STRUCTURE = (
+    "{"
+    + ", ".join(
+        [f'"{key}": "VARCHAR"' for key in _TEXT_KEYS] + [f'"{key}": "JSON"' for key in _OBJECT_KEYS]
+    )
+    + "}"
+)
 # The message's own fields, as the checked table and raw.events name them.
 _FIELDS = ",\n    ".join(
     (

@@ -23,6 +23,7 @@ from orchestration.transform.assets import (
 )
 from orchestration.transform.automation import build_daily_schedule, build_late_events_sensor
 from orchestration.transform.checks import build_yesterday_check
+from sluice.prepare import prepare
 from sluice.settings import Settings, load_settings
 
 ELT_JOB = "elt"
@@ -95,4 +96,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(load_settings())
+    settings = load_settings()
+    # The dbt assets are read from the data directory's manifest: parse it if it is missing.
+    prepare(settings)
+    return build_definitions(settings)

@@ -1,19 +1,22 @@
 """Get a data directory ready before anything runs: the Dagster home and the dbt manifest.
 
 ``$DAGSTER_HOME`` lives inside the data directory and receives a copy of the project's
-``orchestration/dagster.yaml``; the dbt manifest is parsed once when missing or older than
-the dbt project's files. Reads the settings it is given and nothing else.
+``orchestration/dagster.yaml``; the dbt manifest is parsed into the data directory's dbt
+target folder when missing, older than the dbt project's files, or parsed with other
+settings. Reads the settings it is given and nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 from sluice.settings import DAGSTER_YAML_TEMPLATE, DBT_PROJECT_DIR, Settings, dbt_executable
 
-MANIFEST_PATH = DBT_PROJECT_DIR / "target" / "manifest.json"
+# Beside the manifest: the settings it was parsed with (see _profile_inputs).
+PARSED_WITH_FILE = "sluice_parsed_with.json"
 _DBT_INPUTS = ("models", "macros", "seeds", "tests", "dbt_project.yml", "profiles.yml")
 
 
@@ -36,21 +39,39 @@ def _newest_dbt_input() -> float:
     return newest
 
 
+def _profile_inputs(settings: Settings) -> dict[str, str]:
+    """What dbt's profile renders from: dbt drops a partial parse made with other values, so
+    each run would parse the whole project again (seconds) if these changed unnoticed."""
+    env = settings.subprocess_env()
+    names = ("SLUICE_WAREHOUSE_PATH", "SLUICE_DUCKDB_MEMORY_LIMIT", "SLUICE_DUCKDB_THREADS")
+    return {"target": settings.dbt_target, **{name: env[name] for name in names}}
+
+
 def prepare_dbt_manifest(settings: Settings, force: bool = False) -> Path:
-    """Run ``dbt parse`` when the manifest is missing or stale; it never opens the warehouse."""
+    """Run ``dbt parse`` into the data directory's dbt target folder when the manifest is
+    missing or stale; it never opens the warehouse. Every dbt run of this data directory
+    starts from the partial-parse file this leaves, so it does not parse the project again.
+    """
+    target = settings.dbt_target_dir
+    manifest = target / "manifest.json"
+    parsed_with = target / PARSED_WITH_FILE
+    inputs = _profile_inputs(settings)
     if (
         not force
-        and MANIFEST_PATH.exists()
-        and MANIFEST_PATH.stat().st_mtime >= _newest_dbt_input()
+        and manifest.exists()
+        and manifest.stat().st_mtime >= _newest_dbt_input()
+        and parsed_with.exists()
+        and json.loads(parsed_with.read_text()) == inputs
     ):
-        return MANIFEST_PATH
-    command = [dbt_executable(), "parse", "--quiet"]
+        return manifest
+    command = [dbt_executable(), "parse", "--quiet", "--target-path", str(target)]
     command += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     command += ["--target", settings.dbt_target]
     subprocess.run(
         command, check=True, cwd=DBT_PROJECT_DIR, env={**os.environ, **settings.subprocess_env()}
     )
-    return MANIFEST_PATH
+    parsed_with.write_text(json.dumps(inputs, indent=2) + "\n")
+    return manifest
 
 
 def prepare(settings: Settings) -> None:

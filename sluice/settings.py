@@ -89,6 +89,9 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 
 START_DATE_FILE = "start_date"
 
+# Per-day asset events per event-log write: a year of days for one asset.
+DAGSTER_EVENT_BATCH_SIZE = 400
+
 DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
 DEFAULT_DUCKDB_THREADS = 2
 _MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|%)$", re.IGNORECASE)
@@ -167,6 +170,16 @@ class Settings:
         return self.data_dir / "dlt"
 
     @property
+    def dbt_target_dir(self) -> Path:
+        """dbt's target folder for this data directory: the manifest that the Dagster assets
+        are built from, the partial-parse file every run starts from, and one folder per run.
+
+        It is per data directory because dbt's partial parse is only valid for the profile
+        (warehouse path, memory limit) it was parsed with.
+        """
+        return self.data_dir / "dbt" / "target"
+
+    @property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster"
 
@@ -183,7 +196,11 @@ class Settings:
             "SLUICE_WAREHOUSE_PATH": str(self.warehouse_path),
             "SLUICE_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "SLUICE_DUCKDB_THREADS": str(self.duckdb_threads),
+            "DBT_TARGET_PATH": str(self.dbt_target_dir),
             "DAGSTER_HOME": str(self.dagster_home),
+            # Dagster hands the per-day asset events of a run to the event log in batches of
+            # this many (orchestration/event_log.py writes a batch in one transaction).
+            "DAGSTER_EVENT_BATCH_SIZE": str(DAGSTER_EVENT_BATCH_SIZE),
         }
 
 

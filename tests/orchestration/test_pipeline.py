@@ -20,7 +20,7 @@ import pytest
 from orchestration.definitions import build_definitions
 from orchestration.transform.assets import DBT_OP_NAME
 from sluice.runs import materialize_range, run_job
-from sluice.settings import DBT_PROJECT_DIR, Settings
+from sluice.settings import Settings
 from tests.conftest import built_data_dir
 from tests.orchestration.independent import daily_metrics
 
@@ -84,8 +84,9 @@ def test_the_range_was_one_run_with_one_dbt_invocation(built: Settings) -> None:
         }
     assert partitions == {(FIRST + dt.timedelta(d)).isoformat() for d in range(DAYS)}
     assert len(invocations) == 1
-    # dagster-dbt gives each invocation its own target folder, named after the op and run.
-    (run_results,) = (DBT_PROJECT_DIR / "target").glob(
+    # dagster-dbt gives each invocation its own folder in the data directory's dbt target
+    # folder, named after the op and run.
+    (run_results,) = built.dbt_target_dir.glob(
         f"{DBT_OP_NAME}-{runs[0].run_id[:7]}-*/run_results.json"
     )
     ran = [result["unique_id"] for result in json.loads(run_results.read_text())["results"]]
