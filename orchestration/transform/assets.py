@@ -9,8 +9,10 @@ row counts per day of the window and marts a preview.
 import contextlib
 import importlib.metadata
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -30,6 +32,9 @@ from sluice.settings import (
 
 DBT_OP_NAME = "dbt_models"
 PREVIEW_ROWS = 10
+# Each run leaves a folder of about 3 MB in the dbt target folder (manifest, compiled SQL,
+# run results, dbt.log); the newest ones stay, to look into recent runs.
+KEPT_RUN_FOLDERS = 20
 
 
 def dbt_project(settings: Settings) -> DbtProject:
@@ -105,6 +110,7 @@ def build_transform_assets(settings: Settings) -> dg.AssetsDefinition:
             invocation = dbt.cli(list(WINDOW_BUILD), context=context)
         # Buffer the events: the metadata below needs dbt to have released the warehouse.
         events = list(invocation.stream())
+        prune_run_folders(settings.dbt_target_dir, KEPT_RUN_FOLDERS)
         relations = _relations(invocation.manifest)
         extra = _window_metadata(settings, relations, first, last)
         for event in events:
@@ -114,6 +120,16 @@ def build_transform_assets(settings: Settings) -> dg.AssetsDefinition:
             yield event
 
     return dbt_models
+
+
+def prune_run_folders(target_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest run folders that dagster-dbt left in ``target_dir``;
+    returns the deleted ones."""
+    folders = [path for path in target_dir.glob(f"{DBT_OP_NAME}-*") if path.is_dir()]
+    folders.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    for folder in folders[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return folders[keep:]
 
 
 @contextlib.contextmanager

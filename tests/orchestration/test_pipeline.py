@@ -9,16 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
 from orchestration.definitions import build_definitions
-from orchestration.transform.assets import DBT_OP_NAME
+from orchestration.transform.assets import DBT_OP_NAME, prune_run_folders
 from sluice.runs import materialize_range, run_job
 from sluice.settings import Settings
 from tests.conftest import built_data_dir
@@ -197,3 +199,19 @@ def test_mart_materializations_carry_rows_per_partition_and_a_preview(built: Set
     per_day = metadata["rows_per_partition"].value
     assert all(count == 1 for count in per_day.values())
     assert "active_users" in metadata["preview"].value
+
+
+def test_only_the_newest_dbt_run_folders_are_kept(tmp_path: Path) -> None:
+    for age in range(5):
+        folder = tmp_path / f"{DBT_OP_NAME}-run{age}-abc"
+        (folder / "compiled").mkdir(parents=True)
+        (folder / "manifest.json").write_text("{}")
+        os.utime(folder, (1_000_000 - age * 60, 1_000_000 - age * 60))
+    (tmp_path / "manifest.json").write_text("{}")  # the data directory's own: never touched
+    deleted = prune_run_folders(tmp_path, keep=2)
+    assert sorted(p.name for p in deleted) == [f"{DBT_OP_NAME}-run{age}-abc" for age in (2, 3, 4)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{DBT_OP_NAME}-run0-abc",
+        f"{DBT_OP_NAME}-run1-abc",
+        "manifest.json",
+    ]
