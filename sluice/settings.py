@@ -250,6 +250,12 @@ def _url(env: Mapping[str, str], name: str) -> str:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(env.get("SLUICE_DATA_DIR") or "data").expanduser().resolve()
+    if "'" in str(data_dir):
+        # DuckDB's file functions take paths inside SQL string literals (dlt's loader too).
+        raise SettingsError(
+            f"SLUICE_DATA_DIR={str(data_dir)!r} holds a quote ('), which the loader's SQL "
+            "cannot take in a file path; choose a folder without one"
+        )
     raw_start = env.get("SLUICE_START_DATE")
     recorded = data_dir / START_DATE_FILE
     if raw_start:

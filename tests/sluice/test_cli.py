@@ -55,6 +55,7 @@ def test_bad_dates_give_one_clear_line(make_settings, args: list[str], needle: s
             "lots",
             "SLUICE_DUCKDB_MEMORY_LIMIT='lots' is not an amount of memory",
         ),
+        ("SLUICE_DATA_DIR", "/tmp/o'brien/data", "holds a quote"),
     ],
 )
 def test_bad_setting_names_the_setting(make_settings, name: str, value: str, needle: str) -> None:
