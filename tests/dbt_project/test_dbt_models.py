@@ -153,6 +153,7 @@ def test_warehouse_has_the_documented_schemas(built_warehouse: BuiltWarehouse) -
         ("staging", "stg_events"),
         ("staging", "stg_rejected_events"),
         ("core", "fct_events"),
+        ("core", "user_active_weeks"),
         ("marts", "dau"),
         ("marts", "revenue_daily"),
         ("marts", "wau_mau"),
@@ -353,3 +354,27 @@ def test_the_message_id_check_reads_the_window_and_its_lookback(warehouse: Wareh
     assert check() == "pass"
     copy_to(near)
     assert check() == "fail"
+
+
+def test_column_checks_of_the_facts_read_the_window(warehouse: Warehouse) -> None:
+    """A null on a day outside the window is not what a window run checks; on a day inside
+    it, or in a build without a window, the check fails."""
+    warehouse.execute("update core.fct_events set user_key = null where event_date = ?", [D2])
+
+    def check(*window: str) -> str:
+        result = warehouse.dbt("test", "--select", "fct_events,test_name:not_null", *window)
+        statuses = result.statuses()
+        return next(v for k, v in statuses.items() if ".not_null_fct_events_user_key." in k)
+
+    assert check("--vars", window_vars(D4, D4)) == "pass"
+    assert check("--vars", window_vars(D2, D2)) == "fail"
+    assert check() == "fail"
+    # The weekly table's checks read the weeks overlapping the window (Monday to Sunday).
+    warehouse.execute(
+        "update core.user_active_weeks set user_key = null where activity_week = ?",
+        [D4 - dt.timedelta(days=D4.weekday())],
+    )
+    weekly = warehouse.dbt(
+        "test", "--select", "user_active_weeks,test_name:not_null", "--vars", window_vars(D4, D4)
+    )
+    assert "fail" in weekly.statuses().values()

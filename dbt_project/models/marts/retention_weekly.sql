@@ -1,17 +1,13 @@
 -- Weekly retention by the week a user was first active. A user's first week depends on the
 -- whole history, and a cohort's retention changes whenever a later week gets activity, so
--- this mart is a table rebuilt from all of fct_events on every run (see dbt_project.yml),
--- not a window: it reads three narrow columns and keeps one row per user and active week.
-with events as (
-    select * from {{ ref('fct_events') }}
-),
-
-user_weeks as (
-    select distinct
+-- this mart is a table rebuilt on every run (see dbt_project.yml), not a window. It reads
+-- user_active_weeks (one row per user and active week, kept incrementally) rather than every
+-- event in fct_events, so its cost grows with users and weeks, not with events.
+with user_weeks as (
+    select
         user_key,
-        cast(date_trunc('week', event_date) as date) as activity_week
-    from events
-    where is_active_event
+        activity_week
+    from {{ ref('user_active_weeks') }}
 ),
 
 cohorts as (
