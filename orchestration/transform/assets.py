@@ -2,15 +2,17 @@
 
 A run over any range of days is ONE ``dbt build`` (without dbt's unit tests) with the range
 passed in the environment (``sluice/dbt_window.py`` says why); incremental models replace
-exactly that window. After dbt finishes, each fact and mart gets
-row counts per day of the window and marts a preview.
+exactly that window. After dbt finishes, each partitioned model gets
+row counts per partition the run replaced and marts a preview.
 """
 
 import contextlib
+import datetime as dt
 import importlib.metadata
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -46,30 +48,55 @@ def dbt_project(settings: Settings) -> DbtProject:
     )
 
 
-def _relations(manifest: Mapping[str, Any]) -> dict[str, tuple[str, str, bool]]:
-    """unique_id -> (schema, table, is partitioned by event_date) for every model."""
+@dataclass(frozen=True)
+class _Relation:
+    schema: str
+    table: str
+    # The date column a window run replaces (meta.partition_column), None if not partitioned;
+    # the days before and after the window it also replaces (meta.replaces_days_*).
+    partition_column: str | None
+    days_before: int
+    days_after: int
+
+
+def _relations(manifest: Mapping[str, Any]) -> dict[str, _Relation]:
+    """unique_id -> where each model lives and which days a window run of it replaces."""
     out = {}
     for unique_id, node in manifest["nodes"].items():
         if node["resource_type"] != "model":
             continue
+        meta = {**node.get("meta", {}), **node["config"].get("meta", {})}
         incremental = node["config"].get("materialized") == "incremental"
-        out[unique_id] = (node["schema"], node["alias"] or node["name"], incremental)
+        out[unique_id] = _Relation(
+            node["schema"],
+            node["alias"] or node["name"],
+            meta.get("partition_column") if incremental else None,
+            int(meta.get("replaces_days_before") or 0),
+            int(meta.get("replaces_days_after") or 0),
+        )
     return out
 
 
 def _window_metadata(
-    settings: Settings, relations: Mapping[str, tuple[str, str, bool]], first: str, last: str
+    settings: Settings, relations: Mapping[str, _Relation], first: dt.date, last: dt.date
 ) -> dict[str, dict[str, Any]]:
-    """Rows per day of the window (and a preview for marts), read after dbt has closed the file."""
+    """Rows per partition that the run replaced (the window, widened as the model's meta says)
+    and a preview for marts, read after dbt has closed the file."""
     metadata: dict[str, dict[str, Any]] = {}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        for unique_id, (schema, table, incremental) in relations.items():
-            if not incremental:
+        for unique_id, relation in relations.items():
+            column = relation.partition_column
+            if column is None:
                 continue
+            table = f'"{relation.schema}"."{relation.table}"'
+            span = [
+                first - dt.timedelta(days=relation.days_before),
+                last + dt.timedelta(days=relation.days_after),
+            ]
             rows = con.execute(
-                f'select cast(event_date as varchar), count(*) from "{schema}"."{table}" '
-                "where event_date between ? and ? group by all order by 1",
-                [first, last],
+                f'select cast("{column}" as varchar), count(*) from {table} '
+                f'where "{column}" between ? and ? group by all order by 1',
+                span,
             ).fetchall()
             counts = {day: int(n) for day, n in rows}
             entry: dict[str, Any] = {
@@ -78,10 +105,10 @@ def _window_metadata(
             }
             if len(counts) == 1:
                 entry["partition_row_count"] = next(iter(counts.values()))
-            if schema == MARTS_SCHEMA:
+            if relation.schema == MARTS_SCHEMA:
                 preview = con.execute(
-                    f'select * from "{schema}"."{table}" where event_date between ? and ? '
-                    f"order by event_date desc limit {PREVIEW_ROWS}",
+                    f'select * from {table} where "{column}" between ? and ? '
+                    f'order by "{column}" desc limit {PREVIEW_ROWS}',
                     [first, last],
                 ).df()
                 entry["preview"] = dg.MetadataValue.md(preview.to_markdown(index=False))
@@ -103,7 +130,6 @@ def build_transform_assets(settings: Settings) -> dg.AssetsDefinition:
     )
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         first_day, last_day = window_dates(context.partition_time_window)
-        first, last = first_day.isoformat(), last_day.isoformat()
         # dbt runs as a child process; its profile finds the warehouse through this variable.
         os.environ.update(settings.subprocess_env())
         with _environment(window_env(first_day, last_day)):
@@ -112,7 +138,7 @@ def build_transform_assets(settings: Settings) -> dg.AssetsDefinition:
         events = list(invocation.stream())
         prune_run_folders(settings.dbt_target_dir, KEPT_RUN_FOLDERS)
         relations = _relations(invocation.manifest)
-        extra = _window_metadata(settings, relations, first, last)
+        extra = _window_metadata(settings, relations, first_day, last_day)
         for event in events:
             unique_id = _unique_id(event)
             if isinstance(event, dg.Output) and unique_id in extra:

@@ -194,11 +194,16 @@ def test_load_metadata_reports_loaded_and_rejected_counts(built: Settings) -> No
 def test_mart_materializations_carry_rows_per_partition_and_a_preview(built: Settings) -> None:
     with instance(built) as inst:
         event = inst.get_latest_materialization_event(dg.AssetKey(["marts", "dau"]))
+        weekly = inst.get_latest_materialization_event(dg.AssetKey(["core", "user_active_weeks"]))
     assert event is not None and event.asset_materialization is not None
     metadata = event.asset_materialization.metadata
     per_day = metadata["rows_per_partition"].value
     assert all(count == 1 for count in per_day.values())
     assert "active_users" in metadata["preview"].value
+    # A weekly model counts the weeks (Mondays) its run replaced.
+    assert weekly is not None and weekly.asset_materialization is not None
+    weeks = weekly.asset_materialization.metadata["rows_per_partition"].value
+    assert weeks and all(dt.date.fromisoformat(week).weekday() == 0 for week in weeks)
 
 
 def test_only_the_newest_dbt_run_folders_are_kept(tmp_path: Path) -> None:
