@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sluice.settings import DAGSTER_YAML_TEMPLATE, DBT_PROJECT_DIR, Settings, dbt_executable
 
-# Beside the manifest: the settings it was parsed with (see _profile_inputs).
+# Beside the manifest: the settings it was parsed with (see _parsed_with).
 PARSED_WITH_FILE = "sluice_parsed_with.json"
 _DBT_INPUTS = ("models", "macros", "seeds", "tests", "dbt_project.yml", "profiles.yml")
 
@@ -39,12 +39,12 @@ def _newest_dbt_input() -> float:
     return newest
 
 
-def _profile_inputs(settings: Settings) -> dict[str, str]:
-    """What dbt's profile renders from: dbt drops a partial parse made with other values, so
-    each run would parse the whole project again (seconds) if these changed unnoticed."""
-    env = settings.subprocess_env()
-    names = ("SLUICE_WAREHOUSE_PATH", "SLUICE_DUCKDB_MEMORY_LIMIT", "SLUICE_DUCKDB_THREADS")
-    return {"target": settings.dbt_target, **{name: env[name] for name in names}}
+def _parsed_with(settings: Settings) -> dict[str, str]:
+    """What a parse depends on besides the project's files: the dbt target and the variables
+    dbt runs with, which its profile renders. dbt drops a partial parse made with another
+    profile, so each run would parse the whole project again (seconds) if these changed
+    unnoticed."""
+    return {"target": settings.dbt_target, **settings.subprocess_env()}
 
 
 def prepare_dbt_manifest(settings: Settings, force: bool = False) -> Path:
@@ -55,7 +55,7 @@ def prepare_dbt_manifest(settings: Settings, force: bool = False) -> Path:
     target = settings.dbt_target_dir
     manifest = target / "manifest.json"
     parsed_with = target / PARSED_WITH_FILE
-    inputs = _profile_inputs(settings)
+    inputs = _parsed_with(settings)
     if (
         not force
         and manifest.exists()
