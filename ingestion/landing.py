@@ -225,7 +225,7 @@ with texts as (
 numbered as (
     select
         file_index,
-        unnest(range(1, len(split_lines) + 1)) as line_number,
+        generate_subscripts(split_lines, 1) as line_number,
         unnest(split_lines) as raw_line
     from texts
 )
@@ -254,7 +254,7 @@ numbered as (
         source,
         source_file,
         first_line,
-        unnest(range(0, len(split_lines))) as line_offset,
+        generate_subscripts(split_lines, 1) as line_offset,
         unnest(split_lines) as raw_line
     from split
 )
@@ -262,7 +262,7 @@ numbered as (
 select
     source,
     source_file,
-    first_line + line_offset as line_number,
+    first_line + line_offset - 1 as line_number,
     {_NO_CR} as raw_line
 from numbered
 """
@@ -424,6 +424,9 @@ def _checked(pieces: list[Piece]) -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect()
     try:
         con.execute("set TimeZone = 'UTC'")
+        # Rows carry their file and line number, so their order in a table or a Parquet file
+        # says nothing; without it DuckDB splits lines, builds tables and writes in parallel.
+        con.execute("set preserve_insertion_order = false")
         _read_into(con, pieces)
         con.execute(_VALIDATE_SQL)
         yield con
