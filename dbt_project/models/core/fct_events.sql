@@ -11,13 +11,50 @@ with events as (
 ),
 
 -- A message delivered several times counts once: keep the copy that was loaded first.
-deduplicated as (
-    select *
-    from events
+-- Only the key columns of the window's events are grouped and ranked, and only for the few
+-- messages seen more than once; the wide rows (JSON columns) then pass through a join with
+-- the later copies. Ranking the wide rows themselves took most of the time of a range run.
+event_keys as (
+    select
+        message_id,
+        loaded_at,
+        source_file,
+        line_number
+    from {{ ref('stg_events') }}
+    where {{ in_partition_window('event_date') }}
+),
+
+repeated_messages as (
+    select message_id
+    from event_keys
+    group by message_id
+    having count(*) > 1
+),
+
+-- A line of one load (loaded_at, source_file, line_number) is one row of raw.events.
+later_copies as (
+    select
+        event_keys.loaded_at,
+        event_keys.source_file,
+        event_keys.line_number
+    from event_keys
+    inner join repeated_messages
+        on event_keys.message_id = repeated_messages.message_id
     qualify row_number() over (
-        partition by message_id
-        order by loaded_at, source_file, line_number
-    ) = 1
+        partition by event_keys.message_id
+        order by event_keys.loaded_at, event_keys.source_file, event_keys.line_number
+    ) > 1
+),
+
+deduplicated as (
+    select events.*
+    from events
+    left join later_copies
+        on
+            events.loaded_at = later_copies.loaded_at
+            and events.source_file = later_copies.source_file
+            and events.line_number = later_copies.line_number
+    where later_copies.line_number is null
 ),
 
 {% if is_incremental() %}
