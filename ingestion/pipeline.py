@@ -39,8 +39,9 @@ def make_pipeline(settings: Settings) -> dlt.Pipeline:
             credentials=DuckDbCredentials(
                 str(settings.warehouse_path),
                 # raw rows carry their file and line number, so their order in the table says
-                # nothing. With order kept DuckDB writes the rows once into the transaction
-                # and again at the checkpoint on close: a load took twice as long.
+                # nothing. The staged Parquet files are written by several threads; keeping
+                # their order, DuckDB's insert took twice as long and left raw twice the size
+                # (the month at S: 2.1 s and 61 MB against 1.1 s and 33 MB).
                 global_config={"preserve_insertion_order": False},
             )
         ),
