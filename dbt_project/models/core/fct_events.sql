@@ -14,6 +14,8 @@ with events as (
 -- Only the key columns of the window's events are grouped and ranked, and only for the few
 -- messages seen more than once; the wide rows (JSON columns) then pass through a join with
 -- the later copies. Ranking the wide rows themselves took most of the time of a range run.
+-- The keys are read from stg_events, not from `events`: DuckDB would store the whole of a
+-- CTE that is read twice, wide columns included.
 event_keys as (
     select
         message_id,
