@@ -16,6 +16,18 @@ def yesterday() -> dt.date:
     return dt.date.today() - dt.timedelta(days=1)
 
 
+@pytest.fixture(autouse=True)
+def no_dagster_instance_left_current() -> Iterator[None]:
+    """A Dagster schedule or sensor context opens an instance of its own; left open, it is
+    closed by the garbage collector, which points Dagster's current state storage back at an
+    instance that is gone, and a later test's definitions fail to load. Close them with `with`.
+    """
+    yield
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    assert DefsStateStorage.get() is None, "a test left a Dagster instance's storage current"
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Settings for a fresh data directory under tmp_path, exported to the environment."""

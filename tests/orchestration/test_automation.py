@@ -61,7 +61,9 @@ def test_daily_schedule_builds_yesterday(make_settings) -> None:
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def("daily_elt_schedule")
     tick = dt.datetime(2026, 3, 20, 0, 30, tzinfo=dt.UTC)
-    with dg.DagsterInstance.ephemeral() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+    with (
+        dg.DagsterInstance.ephemeral() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context,
+    ):
         result = schedule.evaluate_tick(context)
     assert [r.partition_key for r in result.run_requests or []] == ["2026-03-19"]

@@ -123,8 +123,10 @@ def test_a_late_event_rebuilds_its_day_and_nothing_else(built: Settings) -> None
 
     defs = build_definitions(built)
     sensor = defs.resolve_sensor_def("late_events_sensor")
-    with instance(built) as inst:
-        context = dg.build_sensor_context(instance=inst, definitions=defs)
+    with (
+        instance(built) as inst,
+        dg.build_sensor_context(instance=inst, definitions=defs) as context,
+    ):
         result = sensor.evaluate_tick(context)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]

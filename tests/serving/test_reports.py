@@ -205,11 +205,13 @@ def run_morning_schedule(
     """The daily reports schedule's tick on the morning after LAST, run to the end."""
     schedule = defs.resolve_schedule_def("daily_reports_schedule")
     today = LAST + dt.timedelta(days=1)
-    with dg.DagsterInstance.from_config(str(built.dagster_home)) as instance:
-        context = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=dt.datetime(today.year, today.month, today.day, 1, 0),
-        )
+    tick = dt.datetime(today.year, today.month, today.day, 1, 0)
+    # The tick's context opens its own instance; closing it here, before the run's instance,
+    # keeps Dagster from pointing later definitions at a disposed instance's state storage.
+    with (
+        dg.DagsterInstance.from_config(str(built.dagster_home)) as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context,
+    ):
         request = schedule.evaluate_tick(context).run_requests[0]
         job = defs.resolve_job_def(request.job_name or "scheduled_reports")
         result = job.execute_in_process(run_config=request.run_config, instance=instance)
