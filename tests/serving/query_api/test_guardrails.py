@@ -4,6 +4,7 @@ connection kept open for saved reports keeps every guard and follows new snapsho
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -146,12 +147,15 @@ def test_the_reports_connection_keeps_the_guardrails(
 def test_the_reports_connection_opens_a_new_snapshot_and_lets_old_queries_finish(
     shared: tuple[SharedSnapshot, Path, Path],
 ) -> None:
-    reader, warehouse, snapshot = shared
+    shared_reader, warehouse, snapshot = shared
+    # The slow query gets time enough on a busy machine.
+    limits = dataclasses.replace(shared_reader.limits, timeout_seconds=60)
+    reader = SharedSnapshot(snapshot, limits)
     assert reader.run("select 1").run_id == "run-one"
     slow: list[QueryResult] = []
     finished: list[float] = []
-    # Reads run-one for a few tenths of a second, on its own cursor of the shared connection.
-    sql = "select count(*) from range(50000000) where hash(range) % 7 >= 0"
+    # Reads run-one for a second or so, on its own cursor of the shared connection.
+    sql = "select count(*) from range(250000000) where hash(range) % 7 >= 0"
 
     def run_slow() -> None:
         slow.append(reader.run(sql))
@@ -159,15 +163,20 @@ def test_the_reports_connection_opens_a_new_snapshot_and_lets_old_queries_finish
 
     thread = threading.Thread(target=run_slow)
     thread.start()
-    time.sleep(0.02)
+    # Publish only once the slow query holds run-one's connection, however busy the machine.
+    deadline = time.monotonic() + 30
+    while reader._current is None or reader._current.users == 0:
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.001)
     publish_snapshot(warehouse, snapshot, "run-two")
     during = reader.run("select count(*) from marts.dau")
     answered = time.monotonic()
     thread.join()
     assert during.run_id == "run-two" and during.rows == [(60,)]
-    assert slow[0].run_id == "run-one" and slow[0].rows == [(50_000_000,)]
+    assert slow[0].run_id == "run-one" and slow[0].rows == [(250_000_000,)]
     assert answered < finished[0], "the slow query ended before the new snapshot was read"
     assert reader.run("select 1").run_id == "run-two"
+    reader.close()
 
 
 def test_reports_on_several_threads_share_the_connection(
