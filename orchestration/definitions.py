@@ -49,7 +49,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     build_job = dg.define_asset_job(
         BUILD_JOB,
         selection=dg.AssetSelection.assets(transform, serve) - not_the_yesterday_check,
-        partitions_def=partitions,
         description=(
             "Build facts and marts for a range of days with one dbt invocation, then publish "
             "the serving snapshot."
@@ -58,7 +57,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     elt_job = dg.define_asset_job(
         ELT_JOB,
         selection=dg.AssetSelection.assets(ingest, transform, serve) - not_the_yesterday_check,
-        partitions_def=partitions,
         description=(
             "Load new landing files, build facts and marts for a range of days, then publish "
             "the serving snapshot."
