@@ -12,10 +12,6 @@ import pytest
 from sluice.settings import Settings, load_settings
 
 
-def yesterday() -> dt.date:
-    return dt.date.today() - dt.timedelta(days=1)
-
-
 @pytest.fixture(autouse=True)
 def no_dagster_instance_left_current() -> Iterator[None]:
     """A Dagster schedule or sensor context opens an instance of its own; left open, it is
@@ -48,14 +44,21 @@ def make_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @contextlib.contextmanager
 def built_data_dir(
-    tmp_path_factory: pytest.TempPathFactory, name: str, days: int, users: int, seed: int
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    last: dt.date,
+    days: int,
+    users: int,
+    seed: int,
 ) -> Iterator[Settings]:
-    """A data directory with ``days`` generated days up to yesterday, loaded and built in one
-    Dagster run; its settings are exported to the environment while the block runs."""
+    """A data directory with ``days`` generated days up to ``last``, loaded and built in one
+    Dagster run; its settings are exported to the environment while the block runs.
+
+    ``last`` is the caller's, fixed when its module loaded, so a run that crosses midnight
+    builds the days its tests expect."""
     from ingestion.generator import generate
     from sluice.runs import materialize_range
 
-    last = yesterday()
     first = last - dt.timedelta(days=days - 1)
     data_dir = tmp_path_factory.mktemp(name) / "data"
     env = {"SLUICE_DATA_DIR": str(data_dir), "SLUICE_START_DATE": first.isoformat()}

@@ -35,7 +35,7 @@ FIRST = LAST - dt.timedelta(days=DAYS - 1)
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with built_data_dir(tmp_path_factory, "pipeline", DAYS, 250, seed=11) as settings:
+    with built_data_dir(tmp_path_factory, "pipeline", LAST, DAYS, 250, seed=11) as settings:
         yield settings
 
 

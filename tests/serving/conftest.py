@@ -18,5 +18,5 @@ FIRST = LAST - dt.timedelta(days=DAYS - 1)
 
 @pytest.fixture(scope="package")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with built_data_dir(tmp_path_factory, "serving", DAYS, 200, seed=5) as settings:
+    with built_data_dir(tmp_path_factory, "serving", LAST, DAYS, 200, seed=5) as settings:
         yield settings

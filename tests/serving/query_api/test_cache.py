@@ -40,7 +40,8 @@ def test_entries_expire_and_a_new_version_empties_the_cache() -> None:
 
 @pytest.fixture
 def in_process(snapshot_settings: Settings) -> Iterator[tuple[str, Clock, str]]:
-    clock = Clock()
+    # Noon of the day the data ends, so that a run crossing midnight still sees it as today.
+    clock = Clock(dt.datetime.combine(TODAY, dt.time(12), dt.UTC).timestamp())
     key = KeyStore(snapshot_settings.api_keys_path).create("clocked", kind="read")
     api = QueryApi(snapshot_settings, KeyStore(snapshot_settings.api_keys_path), clock=clock)
     try:

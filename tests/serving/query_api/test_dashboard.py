@@ -4,6 +4,7 @@ nothing from elsewhere and logs no error."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.ingestion.api.conftest import Server
-from tests.serving.query_api.conftest import Keys
+from tests.serving.query_api.conftest import TODAY, Keys
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -50,6 +51,8 @@ def test_the_dashboard_draws_every_chart_from_the_reports(
         )
         try:
             page = browser.new_page()
+            # The page's "last 7 days" end on the browser's today: the data's, at noon.
+            page.clock.set_fixed_time(dt.datetime.combine(TODAY, dt.time(12), dt.UTC))
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.on("request", lambda request: requested.append(request.url))
