@@ -20,14 +20,9 @@ from serving.guardrails import QueryLimits, QueryRefused
 from serving.snapshot import publish_snapshot
 from serving.workers import QueryWorkers
 from sluice.settings import load_settings
-from tests.serving.query_api.conftest import FIRST, build_warehouse, publish
+from tests.serving.query_api.conftest import FIRST, IGNORES_INTERRUPT, build_warehouse, publish
 
 COUNT = "select count(*) from marts.dau"
-# One function call that never checks for the interrupt: about 8 s and 0.5 GB on this machine
-# (see test_http.py).
-IGNORES_INTERRUPT = (
-    r"select length(regexp_replace(repeat('ab', 40000000), '(a)(b)', '\2\1\2\1', 'g'))"
-)
 
 
 @pytest.fixture
