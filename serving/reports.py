@@ -10,8 +10,17 @@ inline SVG chart, no scripts, nothing fetched) or ``.csv``. The file format::
       select event_date, active_users from marts.dau
       where event_date between :start and :end order by event_date
     chart: {type: line, x: event_date, y: active_users}   # or bar; y may be a list
+    rates: [stickiness]                # optional: columns holding a share from 0 to 1
     schedule: daily                    # optional: daily or weekly (Mondays)
     window_days: 28                    # days a scheduled run covers, ending yesterday
+
+Numbers read the same in every report (and on the dashboard): whole numbers with thousands
+separators (1,234), other numbers with two decimals (1,234.50), and the ``rates`` columns as a
+percentage with one decimal (57.1%). CSV keeps the numbers as the query returns them.
+
+A run over days that give no rows says so (``ReportResult.note``: the range, and the days the
+snapshot holds), in the HTML file and for ``require_rows``, which the CLI calls so that it
+writes no empty file.
 
 Reads nothing from the environment; callers pass the folders and the snapshot path.
 """
@@ -24,7 +33,7 @@ import html
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -38,7 +47,7 @@ from serving.snapshot import SnapshotVersion, connect_snapshot, read_version
 FORMATS = ("html", "csv")
 CHART_TYPES = ("line", "bar")
 SCHEDULES = ("daily", "weekly")
-_FIELDS = {"name", "description", "sql", "chart", "schedule", "window_days"}
+_FIELDS = {"name", "description", "sql", "chart", "rates", "schedule", "window_days"}
 _NAME = re.compile(r"^[a-z0-9_]+$")
 # :start / :end, but not the second colon of a cast such as x::date.
 _PARAMETER = re.compile(r"(?<![:\w]):(start|end)\b")
@@ -64,6 +73,7 @@ class Report:
     schedule: str | None
     window_days: int
     path: Path
+    rates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,27 @@ class ReportResult:
     columns: list[str]
     rows: list[tuple[Any, ...]]
     version: SnapshotVersion
+    # The first and last day in the snapshot's marts.dau; None when it holds no day.
+    snapshot_days: tuple[dt.date, dt.date] | None = None
+
+    @property
+    def note(self) -> str | None:
+        """What a reader must know about the range: that it gave no rows, or that the
+        snapshot holds only part of it; None when neither."""
+        held = (
+            f"the serving snapshot holds the days {self.snapshot_days[0]} .. "
+            f"{self.snapshot_days[1]}"
+            if self.snapshot_days
+            else "the serving snapshot holds no days"
+        )
+        if not self.rows:
+            return f"{self.report.name} has no rows for {self.start} .. {self.end}: {held}"
+        first, last = self.snapshot_days or (self.start, self.end)
+        if self.start < first or self.end > last:
+            return (
+                f"{held[0].upper()}{held[1:]}, so only part of {self.start} .. {self.end} has data"
+            )
+        return None
 
 
 def _text(data: dict[str, Any], field: str, path: Path, required: bool = True) -> str:
@@ -101,6 +132,13 @@ def _chart(value: Any, path: Path) -> Chart | None:
     if not isinstance(ys, list) or not ys or not all(isinstance(c, str) and c for c in ys):
         raise ReportError(f"{path}: chart.y must name a column of the query, or a list of them")
     return Chart(kind=kind, x=x, y=tuple(ys))
+
+
+def _rates(value: Any, path: Path) -> tuple[str, ...]:
+    columns = [value] if isinstance(value, str) else value if value is not None else []
+    if not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns):
+        raise ReportError(f"{path}: rates must name a column of the query, or a list of them")
+    return tuple(columns)
 
 
 def load_report(path: Path) -> Report:
@@ -136,6 +174,7 @@ def load_report(path: Path) -> Report:
         schedule=schedule,
         window_days=window_days,
         path=path,
+        rates=_rates(data.get("rates"), path),
     )
 
 
@@ -165,26 +204,54 @@ def query_report(snapshot: Path, report: Report, start: dt.date, end: dt.date) -
             raise ReportError(f"{report.path}: the sql failed: {first_line}") from None
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
-    if report.chart is not None:
-        missing = [c for c in (report.chart.x, *report.chart.y) if c not in columns]
-        if missing:
+        days = snapshot_days(con)
+    named = [("chart", c) for c in (report.chart.x, *report.chart.y)] if report.chart else []
+    for field, column in [*named, *(("rates", c) for c in report.rates)]:
+        if column not in columns:
             raise ReportError(
-                f"{report.path}: chart column {missing[0]!r} is not in the query's columns "
+                f"{report.path}: {field} column {column!r} is not in the query's columns "
                 f"({', '.join(columns)})"
             )
-    return ReportResult(report, start, end, columns, rows, version)
+    return ReportResult(report, start, end, columns, rows, version, days)
+
+
+def snapshot_days(con: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date] | None:
+    """The first and last day the snapshot holds (by marts.dau), or None."""
+    try:
+        row = con.execute("select min(event_date), max(event_date) from marts.dau").fetchone()
+    except duckdb.CatalogException:
+        return None
+    return (row[0], row[1]) if row and row[0] is not None else None
+
+
+def require_rows(result: ReportResult) -> None:
+    """Raise a ReportError when the range gave no rows: an empty file reads as a quiet day."""
+    if result.rows:
+        return
+    hint = ""
+    if result.snapshot_days is not None:
+        first, last = result.snapshot_days
+        if result.end < first or result.start > last:
+            hint = (
+                ". Pick days in that range, or load and build these "
+                f"(`sluice materialize --start {result.start} --end {result.end}`)"
+            )
+    raise ReportError(f"{result.note}; no file written{hint}")
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
-def format_cell(value: Any) -> str:
+def format_cell(value: Any, rate: bool = False) -> str:
+    """A value as every report shows it: 1,234 / 1,234.50 / a rate (0..1) as 57.1%."""
     if value is None:
         return ""
+    if rate and _is_number(value):
+        return f"{float(value):.1%}"
     if isinstance(value, float | Decimal):
-        return f"{value:,.4g}" if abs(float(value)) < 1 else f"{value:,.2f}"
-    if isinstance(value, int):
+        return f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
 
@@ -212,8 +279,14 @@ def _nice_top(value: float) -> float:
     return 10 * magnitude
 
 
-def render_svg(chart: Chart, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
-    """A line or bar chart as inline SVG: categories on x, one series per y column."""
+def render_svg(
+    chart: Chart,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    rates: Collection[str] = (),
+) -> str:
+    """A line or bar chart as inline SVG: categories on x, one series per y column (the
+    axis in percent when every series is a rate)."""
     width, height = 760, 320
     left, right, top, bottom = 64, 16, 16, 56
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -223,6 +296,7 @@ def render_svg(chart: Chart, columns: Sequence[str], rows: Sequence[tuple[Any, .
         for name in chart.y
     ]
     y_top = _nice_top(max((v for values in series for v in values), default=0.0))
+    all_rates = all(name in rates for name in chart.y)
 
     def y_at(value: float) -> float:
         return top + plot_h - value / y_top * plot_h
@@ -239,7 +313,8 @@ def render_svg(chart: Chart, columns: Sequence[str], rows: Sequence[tuple[Any, .
         parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
         )
-        label = f"{int(value):,}" if value.is_integer() else format_cell(value)
+        exact = value.is_integer() and not all_rates
+        label = f"{int(value):,}" if exact else format_cell(value, all_rates)
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     slot = plot_w / max(len(xs), 1)
     label_every = max(1, math.ceil(len(xs) / 10))
@@ -259,7 +334,8 @@ def render_svg(chart: Chart, columns: Sequence[str], rows: Sequence[tuple[Any, .
                 parts.append(
                     f'<rect x="{bx:.1f}" y="{y_at(value):.1f}" width="{bar_w:.1f}" '
                     f'height="{top + plot_h - y_at(value):.1f}" fill="{colour}">'
-                    f"<title>{html.escape(name)} {html.escape(xs[i])}: {format_cell(value)}</title>"
+                    f"<title>{html.escape(name)} {html.escape(xs[i])}: "
+                    f"{format_cell(value, name in rates)}</title>"
                     "</rect>"
                 )
         else:
@@ -273,7 +349,7 @@ def render_svg(chart: Chart, columns: Sequence[str], rows: Sequence[tuple[Any, .
                 parts.append(
                     f'<circle cx="{left + slot * (i + 0.5):.1f}" cy="{y_at(value):.1f}" r="3" '
                     f'fill="{colour}"><title>{html.escape(name)} {html.escape(xs[i])}: '
-                    f"{format_cell(value)}</title></circle>"
+                    f"{format_cell(value, name in rates)}</title></circle>"
                 )
         legend_x = left + index * 200
         parts.append(
@@ -296,35 +372,43 @@ table { border-collapse: collapse; margin-top: 1.5rem; font-size: 0.9rem; }
 th, td { padding: 0.3rem 0.8rem; border-bottom: 1px solid #e5e7eb; }
 th { text-align: left; background: #f9fafb; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; }
+p.note { background: #fef3c7; border: 1px solid #f59e0b; padding: 0.5rem 0.8rem; }
 """
 
 
 def render_html(result: ReportResult) -> str:
     report = result.report
-    chart = "" if report.chart is None else render_svg(report.chart, result.columns, result.rows)
+    chart = (
+        ""
+        if report.chart is None or not result.rows
+        else render_svg(report.chart, result.columns, result.rows, report.rates)
+    )
     header = "".join(f"<th>{html.escape(c)}</th>" for c in result.columns)
+    rates = [c in report.rates for c in result.columns]
     body = "\n".join(
         "<tr>"
         + "".join(
-            f'<td class="number">{format_cell(v)}</td>'
+            f'<td class="number">{format_cell(v, rate)}</td>'
             if _is_number(v)
             else f"<td>{html.escape(format_cell(v))}</td>"
-            for v in row
+            for v, rate in zip(row, rates, strict=True)
         )
         + "</tr>"
         for row in result.rows
     )
-    empty = "" if result.rows else "<p>No rows for these days.</p>"
+    note = result.note
+    empty = "" if note is None else f'<p class="note">{html.escape(note)}.</p>'
+    title_flag = "" if result.rows else " (no rows)"
     version = result.version
     return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{html.escape(report.name)} {result.start} .. {result.end}</title>
+<title>{html.escape(report.name)} {result.start} .. {result.end}{title_flag}</title>
 <style>{_STYLE}</style>
 </head>
 <body>
-<h1>{html.escape(report.name)}: {result.start} .. {result.end}</h1>
+<h1>{html.escape(report.name)}: {result.start} .. {result.end}{title_flag}</h1>
 <p>{html.escape(report.description)}</p>
 <p class="meta">From the serving snapshot published by run {html.escape(version.run_id)} at
 {version.built_at:%Y-%m-%d %H:%M} UTC.</p>

@@ -345,7 +345,7 @@ def report_run(
 ) -> None:
     """Run the saved report NAME for START..END on the serving snapshot and write a file."""
     from serving.delivery import DeliveryError, post_webhook, send_report
-    from serving.reports import ReportError, find_report, query_report, write_report
+    from serving.reports import ReportError, find_report, query_report, require_rows, write_report
     from serving.snapshot import SnapshotMissing
     from sluice.settings import REPORTS_DIR
 
@@ -353,6 +353,7 @@ def report_run(
     try:
         saved = find_report(REPORTS_DIR, name)
         result = query_report(settings.serving_path, saved, start, end)
+        require_rows(result)  # an empty file (or mail) would read as a day without users
         path = write_report(result, settings.reports_output_dir, fmt)
         console.print(f"wrote {path}")
         if email:
