@@ -21,10 +21,14 @@ from typing import Any
 import dlt
 import pyarrow.parquet as pq
 from dlt.common.schema.typing import TTableSchemaColumns
+from dlt.pipeline.exceptions import CannotRestorePipelineException
 
 from ingestion.landing import StagedFiles, batches, landing_files, stage_files
 from sluice.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE
 
+SOURCE_NAME = "landing"
+# The resource whose dlt state lists the loaded files (see landing_file_contents).
+FILES_RESOURCE = "landing_files"
 EVENTS_TABLE = RAW_EVENTS_TABLE
 REJECTED_TABLE = RAW_REJECTED_TABLE
 
@@ -68,7 +72,7 @@ class LoadReport:
             self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + count
 
 
-@dlt.source(name="landing", max_table_nesting=0)
+@dlt.source(name=SOURCE_NAME, max_table_nesting=0)
 def landing_source(landing_dir: str, report: Any = None) -> Any:
     """Landing files under ``landing_dir``; ``report`` (a LoadReport) collects counts."""
     files = landing_file_contents(landing_dir, report if report is not None else LoadReport())
@@ -76,6 +80,25 @@ def landing_source(landing_dir: str, report: Any = None) -> Any:
         files | events,
         files | rejected_events,
     )
+
+
+def new_landing_files(landing_dir: Path, pipelines_dir: Path, pipeline_name: str) -> list[str]:
+    """Names of the closed landing files that no load has taken yet, by the pipeline's local
+    dlt state: read without opening the warehouse, so a sensor can ask while a run writes."""
+    try:
+        pipeline = dlt.attach(pipeline_name=pipeline_name, pipelines_dir=str(pipelines_dir))
+        state: dict[str, Any] = dict(pipeline.state)
+    except CannotRestorePipelineException:
+        state = {}
+    loaded = (
+        state.get("sources", {})
+        .get(SOURCE_NAME, {})
+        .get("resources", {})
+        .get(FILES_RESOURCE, {})
+        .get("loaded_files", {})
+    )
+    names = (path.relative_to(landing_dir).as_posix() for path in landing_files(landing_dir))
+    return [name for name in names if name not in loaded]
 
 
 def _new_files(root: Path, loaded: dict[str, Any], report: LoadReport) -> list[tuple[Path, str]]:
@@ -90,7 +113,7 @@ def _new_files(root: Path, loaded: dict[str, Any], report: LoadReport) -> list[t
     return new
 
 
-@dlt.resource(name="landing_files", selected=False)
+@dlt.resource(name=FILES_RESOURCE, selected=False)
 def landing_file_contents(landing_dir: str, report: LoadReport) -> Iterator[StagedFiles]:
     """Landing files not loaded before, parsed once in batches and shared by both tables."""
     root = Path(landing_dir)

@@ -13,8 +13,9 @@ from dagster_dlt import DagsterDltResource
 from orchestration.ingest.assets import RAW_EVENTS_KEY, build_ingest_assets
 from orchestration.ingest.sensors import build_landing_sensor
 from orchestration.lib import daily_partitions
-from orchestration.serve.assets import build_serve_assets
+from orchestration.serve.assets import SNAPSHOT_KEY, build_serve_assets
 from orchestration.serve.reports import build_reports_job, build_reports_schedule
+from orchestration.serve.sensors import build_snapshot_sensor
 from orchestration.transform.assets import (
     FACT_KEY,
     build_transform_assets,
@@ -30,6 +31,7 @@ ELT_JOB = "elt"
 LOAD_JOB = "load"
 BUILD_JOB = "build"
 CHECK_JOB = "check_yesterday"
+PUBLISH_JOB = "publish"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -62,6 +64,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "the serving snapshot."
         ),
     )
+    publish_job = dg.define_asset_job(
+        PUBLISH_JOB,
+        selection=dg.AssetSelection.assets(serve),
+        description="Publish the serving snapshot from the warehouse's marts as they are.",
+    )
     reports_job = build_reports_job(settings)
     check_job = dg.define_asset_job(
         CHECK_JOB,
@@ -71,7 +78,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[ingest, transform, serve],
         asset_checks=[yesterday_check],
-        jobs=[load_job, build_job, elt_job, check_job, reports_job],
+        jobs=[load_job, build_job, elt_job, publish_job, check_job, reports_job],
         schedules=[
             build_daily_schedule(elt_job),
             dg.ScheduleDefinition(
@@ -86,6 +93,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[
             build_landing_sensor(settings, load_job),
             build_late_events_sensor(settings, RAW_EVENTS_KEY, FACT_KEY, build_job),
+            build_snapshot_sensor(marts, SNAPSHOT_KEY, publish_job),
         ],
         resources={"dlt": DagsterDltResource(), "dbt": dbt_resource(settings)},
         executor=dg.in_process_executor,

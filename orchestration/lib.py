@@ -53,6 +53,35 @@ def window_dates(window: dg.TimeWindow) -> tuple[dt.date, dt.date]:
     return first, last
 
 
+def _describe_test(test: Mapping[str, Any]) -> str:
+    """What a dbt test checks, in words, for the Dagster UI: its own description when the
+    project gives one, else one made from the generic test's name and arguments."""
+    if test.get("description"):
+        return str(test["description"])
+    metadata = test.get("test_metadata") or {}
+    kwargs = metadata.get("kwargs", {})
+    column = kwargs.get("column_name") or test.get("column_name") or "the row"
+    config = test.get("config", {})
+    where = f" (rows where {config['where']})" if config.get("where") else ""
+    name = metadata.get("name")
+    if name == "not_null":
+        text = f"{column} is never null"
+    elif name == "unique":
+        text = f"{column} is unique"
+    elif name == "unique_near_window":
+        lookback = "dedup_lookback_days"
+        text = f"{column} is unique within the window's days and {lookback} around them"
+    elif name == "accepted_values":
+        values = ", ".join(str(v) for v in kwargs.get("values", []))
+        text = f"{column} is one of: {values}"
+    elif name == "relationships":
+        target = str(kwargs.get("to", "")).removeprefix("ref('").removesuffix("')")
+        text = f"every {column} is a {kwargs.get('field', column)} of {target}"
+    else:
+        text = f"dbt test {test.get('name', '')}"
+    return f"dbt test: {text}{where}."
+
+
 class SluiceDbtTranslator(DagsterDbtTranslator):
     """Keys are ``<schema>/<name>``; groups follow dbt folders; every asset has an owner."""
 
@@ -86,6 +115,18 @@ class SluiceDbtTranslator(DagsterDbtTranslator):
         if spec.group_name == GROUP_MARTS:
             spec = spec.replace_attributes(freshness_policy=MARTS_FRESHNESS)
         return spec
+
+    def get_asset_check_spec(
+        self,
+        asset_spec: dg.AssetSpec,
+        manifest: Mapping[str, Any],
+        unique_id: str,
+        project: Any,
+    ) -> dg.AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or spec.description:
+            return spec
+        return spec._replace(description=_describe_test(manifest["nodes"][unique_id]))
 
 
 def late_days(

@@ -1,7 +1,7 @@
 """The dlt load of landing files into ``raw.events`` (and ``raw.rejected_events``)."""
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -62,18 +62,9 @@ def build_ingest_assets(settings: Settings, transformed_key: dg.AssetKey) -> dg.
     def load_landing_files(
         context: dg.AssetExecutionContext, dlt: DagsterDltResource
     ) -> Iterator[Any]:
-        if context.is_subset:
-            # Both tables come from one pass over each file, and the file is then marked
-            # loaded: loading one table alone would lose the other's rows.
-            raise dg.Failure("raw/events and raw/rejected_events load together; select both assets")
         report = LoadReport()
-        results = list(
-            dlt.run(
-                context=context,
-                dlt_source=landing_source(str(settings.landing_dir), report),
-                dlt_pipeline=pipeline,
-                loader_file_format=LOADER_FILE_FORMAT,
-            )
+        results = _load_both_tables(
+            context, dlt, landing_source(str(settings.landing_dir), report), pipeline
         )
         built = context.instance.get_materialized_partitions(transformed_key)
         _, beyond = late_days(
@@ -91,19 +82,54 @@ def build_ingest_assets(settings: Settings, transformed_key: dg.AssetKey) -> dg.
                 f"rebuilt automatically: run `sluice materialize --start {beyond[0]} "
                 f"--end {beyond[-1]}` to include them"
             )
-        for result in results:
-            yield dg.MaterializeResult(
-                asset_key=result.asset_key,
-                metadata={
-                    **(result.metadata or {}),
-                    "new_files": len(report.files),
-                    "skipped_files": report.skipped_files,
-                    "loaded_rows": report.loaded_rows,
-                    "rejected_rows": report.rejected_rows,
-                    "rejected_by_reason": dg.MetadataValue.json(report.rejected_by_reason),
-                    "events_by_date": dg.MetadataValue.json(report.events_by_date),
-                    "late_rows_beyond_lookback": late_rows,
-                },
-            )
+        if context.is_subset:
+            # Both tables come from one pass over each file, and the file is then marked
+            # loaded: loading one table alone would lose the other's rows. So a run that
+            # selected one of them (the UI's "Materialize" on one asset) loads both, and
+            # records the other's materialization as well.
+            context.log.info("raw/events and raw/rejected_events load together: both were loaded")
+        for asset_key, dlt_metadata in results.items():
+            metadata = {
+                **dlt_metadata,
+                "new_files": len(report.files),
+                "skipped_files": report.skipped_files,
+                "loaded_rows": report.loaded_rows,
+                "rejected_rows": report.rejected_rows,
+                "rejected_by_reason": dg.MetadataValue.json(report.rejected_by_reason),
+                "events_by_date": dg.MetadataValue.json(report.events_by_date),
+                "late_rows_beyond_lookback": late_rows,
+            }
+            if asset_key in context.selected_asset_keys:
+                yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
+            else:
+                context.log_event(dg.AssetMaterialization(asset_key=asset_key, metadata=metadata))
 
     return load_landing_files
+
+
+def _load_both_tables(
+    context: dg.AssetExecutionContext,
+    dlt: DagsterDltResource,
+    source: Any,
+    pipeline: Any,
+) -> dict[dg.AssetKey, Mapping[str, Any]]:
+    """Run the load over every resource of ``source``; asset key -> dlt's metadata.
+
+    ``DagsterDltResource.run`` does the same but drops the resources a subset run did not
+    select, which here would mark files loaded without the other table's rows.
+    """
+    # As dagster-dlt does: local state left by a failed run would fail the next one, and the
+    # pipeline restores its state from the warehouse.
+    if pipeline.config.restore_from_destination:
+        pipeline.drop()
+    else:
+        pipeline.drop_pending_packages()
+    info = pipeline.run(source, loader_file_format=LOADER_FILE_FORMAT)
+    info.raise_on_failed_jobs()
+    translator = RawTranslator()
+    return {
+        translator.get_asset_spec(
+            DltResourceTranslatorData(resource=resource, pipeline=pipeline)
+        ).key: dlt.extract_resource_metadata(context, resource, info, pipeline)
+        for resource in source.selected_resources.values()
+    }

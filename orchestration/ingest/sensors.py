@@ -1,32 +1,35 @@
-"""Start a load when closed landing files appear."""
+"""Start a load when closed landing files appear that no load has taken yet."""
+
+import hashlib
 
 import dagster as dg
 
-from ingestion.landing import landing_files
+from ingestion.landing_source import new_landing_files
+from ingestion.pipeline import PIPELINE_NAME
 from orchestration.lib import AssetJob
 from sluice.settings import Settings
 
 
-def landing_fingerprint(settings: Settings) -> str:
-    """Changes whenever a landing file is added or replaced: newest mtime and file count."""
-    files = landing_files(settings.landing_dir)
-    newest = max((p.stat().st_mtime_ns for p in files), default=0)
-    return f"{newest}:{len(files)}"
-
-
-def build_landing_sensor(settings: Settings, load_job: AssetJob):
+def build_landing_sensor(settings: Settings, load_job: AssetJob) -> dg.SensorDefinition:
     @dg.sensor(
         name="landing_files_sensor",
         job=load_job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Loads new landing files into raw as soon as they are closed.",
+        description=(
+            "Loads landing files into raw as soon as they are closed; skips while every "
+            "closed file has been loaded (by a run of its own, `sluice load` or a schedule)."
+        ),
     )
     def landing_files_sensor(context: dg.SensorEvaluationContext):
-        fingerprint = landing_fingerprint(settings)
-        if fingerprint == context.cursor or fingerprint.endswith(":0"):
-            return dg.SkipReason(f"no new landing files in {settings.landing_dir}")
-        context.update_cursor(fingerprint)
-        return dg.RunRequest(run_key=f"landing-{fingerprint}")
+        new = new_landing_files(settings.landing_dir, settings.dlt_dir, PIPELINE_NAME)
+        if not new:
+            return dg.SkipReason(f"every closed landing file in {settings.landing_dir} is loaded")
+        # One run per set of new files: a tick while that run is queued asks for the same.
+        digest = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
+        return dg.RunRequest(
+            run_key=f"landing-{digest}",
+            tags={"sluice/new_files": str(len(new))},
+        )
 
     return landing_files_sensor

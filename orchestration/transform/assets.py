@@ -98,13 +98,22 @@ def _window_metadata(
                 f'where "{column}" between ? and ? group by all order by 1',
                 span,
             ).fetchall()
-            counts = {day: int(n) for day, n in rows}
+            counts = [int(n) for _, n in rows]
+            # A few figures rather than a row count per day: each day of a range run gets
+            # the same metadata, and a list of 30 counts would fill the asset's page.
             entry: dict[str, Any] = {
-                "rows_in_window": sum(counts.values()),
-                "rows_per_partition": dg.MetadataValue.json(counts),
+                "rows_in_window": sum(counts),
+                "window": f"{span[0]} .. {span[1]}",
+                "partitions_with_rows": len(counts),
+                "first_partition_with_rows": rows[0][0] if rows else "none",
+                "last_partition_with_rows": rows[-1][0] if rows else "none",
             }
-            if len(counts) == 1:
-                entry["partition_row_count"] = next(iter(counts.values()))
+            if len(counts) > 1:
+                entry["rows_per_partition_min"] = min(counts)
+                entry["rows_per_partition_max"] = max(counts)
+            if first == last and span == [first, last]:
+                # Dagster's own key: the UI shows it on the partition's page.
+                entry["dagster/partition_row_count"] = sum(counts)
             if relation.schema == MARTS_SCHEMA:
                 preview = con.execute(
                     f'select * from {table} where "{column}" between ? and ? '

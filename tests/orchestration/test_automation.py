@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import dagster as dg
 
@@ -12,38 +11,42 @@ from orchestration.lib import late_days
 from sluice.prepare import prepare
 
 
-def test_landing_sensor_requests_a_load_only_when_files_change(make_settings) -> None:
+def test_landing_sensor_requests_a_load_only_for_files_not_loaded(make_settings) -> None:
+    from sluice.runs import run_job
+
     settings = make_settings(dt.date(2026, 1, 1))
     prepare(settings)
     defs = build_definitions(settings)
     sensor = defs.resolve_sensor_def("landing_files_sensor")
+    line = '{"type": "track", "userId": "u1", "event": "Clicked", "messageId": "m%d", '
+    line += '"timestamp": "2026-01-02T10:00:00Z"}\n'
     with dg.DagsterInstance.ephemeral() as instance:
-        empty = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
-        assert not empty.run_requests
+
+        def tick() -> dg.SensorExecutionData:
+            with dg.build_sensor_context(instance=instance) as context:
+                return sensor.evaluate_tick(context)
+
+        assert not tick().run_requests
 
         settings.landing_dir.mkdir(parents=True)
-        (settings.landing_dir / "a.jsonl").write_text("{}\n")
-        (settings.landing_dir / "open-segment.jsonl.tmp").write_text("{}\n")
-        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
-        assert len(first.run_requests) == 1
-        assert first.cursor
+        (settings.landing_dir / "a.jsonl").write_text(line % 1)
+        (settings.landing_dir / "open-segment.jsonl.tmp").write_text(line % 2)
+        first = tick().run_requests
+        assert len(first) == 1
+        # Asked again before the load ran: the same run key, which the daemon launches once.
+        assert [r.run_key for r in tick().run_requests] == [first[0].run_key]
 
-        same = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
-        assert not same.run_requests
+        # Once a load (here the CLI's) has taken the file, nothing is left to load: no
+        # run that would load nothing.
+        assert run_job(settings, "load").success
+        assert not tick().run_requests
+        (settings.landing_dir / "open-segment.jsonl.tmp").write_text(line % 2 + line % 3)
+        assert not tick().run_requests, "a segment still open is not loaded"
 
-        (settings.landing_dir / "open-segment.jsonl.tmp").write_text("{}\n{}\n")
-        still_open = sensor.evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=first.cursor)
-        )
-        assert not still_open.run_requests
-
-        later = settings.landing_dir / "b.jsonl"
-        later.write_text("{}\n")
-        os.utime(later, ns=(1 << 62, 1 << 62))
-        second = sensor.evaluate_tick(
-            dg.build_sensor_context(instance=instance, cursor=first.cursor)
-        )
-        assert len(second.run_requests) == 1
+        (settings.landing_dir / "b.jsonl").write_text(line % 4)
+        second = tick().run_requests
+        assert len(second) == 1
+        assert second[0].run_key != first[0].run_key
 
 
 def test_late_days_split_by_lookback_and_ignore_unbuilt_days() -> None:

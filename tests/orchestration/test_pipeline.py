@@ -64,6 +64,10 @@ def test_marts_equal_an_independent_computation_from_the_landing_files(built: Se
     dau = {day.isoformat(): users for day, users in got["dau"]}
     assert dau == {d: n for d, n in expected_dau.items() if FIRST.isoformat() <= d <= str(LAST)}
     assert len(dau) == DAYS
+    # Every day of the window has its revenue row, orders or not.
+    assert [day for day, *_ in got["revenue_daily"]] == [
+        FIRST + dt.timedelta(days=i) for i in range(DAYS)
+    ]
     for day, revenue, orders, payers in got["revenue_daily"]:
         want_revenue, want_orders, want_payers = expected_money[day.isoformat()]
         assert (orders, payers) == (want_orders, want_payers), day
@@ -193,19 +197,28 @@ def test_load_metadata_reports_loaded_and_rejected_counts(built: Settings) -> No
     assert sum(m["loaded_rows"].value for m in reported) == loaded
 
 
-def test_mart_materializations_carry_rows_per_partition_and_a_preview(built: Settings) -> None:
+def test_mart_materializations_carry_window_figures_and_a_preview(built: Settings) -> None:
     with instance(built) as inst:
         event = inst.get_latest_materialization_event(dg.AssetKey(["marts", "dau"]))
         weekly = inst.get_latest_materialization_event(dg.AssetKey(["core", "user_active_weeks"]))
     assert event is not None and event.asset_materialization is not None
     metadata = event.asset_materialization.metadata
-    per_day = metadata["rows_per_partition"].value
-    assert all(count == 1 for count in per_day.values())
+    with duckdb.connect(str(built.warehouse_path), read_only=True) as con:
+        days = con.execute("select count(*), min(event_date), max(event_date) from marts.dau")
+        day_count, first_day, last_day = days.fetchone()
+    # One row per day in dau: the figures say so without a count per day.
+    assert metadata["rows_in_window"].value == day_count
+    assert metadata["partitions_with_rows"].value == day_count
+    assert metadata["rows_per_partition_min"].value == metadata["rows_per_partition_max"].value == 1
+    assert metadata["first_partition_with_rows"].value == first_day.isoformat()
+    assert metadata["last_partition_with_rows"].value == last_day.isoformat()
+    assert not any(isinstance(v, dg.JsonMetadataValue) for v in metadata.values())
     assert "active_users" in metadata["preview"].value
     # A weekly model counts the weeks (Mondays) its run replaced.
     assert weekly is not None and weekly.asset_materialization is not None
-    weeks = weekly.asset_materialization.metadata["rows_per_partition"].value
-    assert weeks and all(dt.date.fromisoformat(week).weekday() == 0 for week in weeks)
+    weeks = weekly.asset_materialization.metadata
+    for name in ("first_partition_with_rows", "last_partition_with_rows"):
+        assert dt.date.fromisoformat(weeks[name].value).weekday() == 0
 
 
 def test_only_the_newest_dbt_run_folders_are_kept(tmp_path: Path) -> None:
