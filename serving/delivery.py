@@ -80,13 +80,16 @@ def webhook_message(result: ReportResult, path: Path) -> dict[str, Any]:
     days = f"{result.start} .. {result.end}"
     figures = (
         [
-            (column, format_cell(value))
+            (column, format_cell(value, column in report.rates))
             for column, value in zip(result.columns, result.rows[-1], strict=True)
         ]
         if result.rows
         else []
     )
     summary = ", ".join(f"{column} {value}" for column, value in figures) or "no rows"
+    if result.note:
+        note = result.note if figures else result.note.split(": ", 1)[-1]
+        summary += f" ({note[0].lower()}{note[1:]})"
     text = f"Sluice report {report.name}, {days}: {summary}. Written to {path}"
     blocks: list[dict[str, Any]] = [
         {
@@ -106,8 +109,9 @@ def webhook_message(result: ReportResult, path: Path) -> dict[str, Any]:
                 ],
             }
         )
-    else:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "No rows."}})
+    if result.note or not figures:
+        note = result.note or "No rows."
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": note}})
     blocks.append(
         {
             "type": "context",

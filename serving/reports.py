@@ -98,7 +98,7 @@ class ReportResult:
             else "the serving snapshot holds no days"
         )
         if not self.rows:
-            return f"{self.report.name} has no rows for {self.start} .. {self.end}: {held}"
+            return f"No rows for {self.report.name} over {self.start} .. {self.end}: {held}"
         first, last = self.snapshot_days or (self.start, self.end)
         if self.start < first or self.end > last:
             return (
@@ -182,12 +182,17 @@ def list_reports(reports_dir: Path) -> list[Report]:
     return [load_report(path) for path in sorted(reports_dir.glob("*.yml"))]
 
 
+def report_names(reports_dir: Path) -> list[str]:
+    """The names of the saved reports, without reading their files."""
+    return sorted(p.stem for p in reports_dir.glob("*.yml") if _NAME.match(p.stem))
+
+
 def find_report(reports_dir: Path, name: str) -> Report:
-    path = reports_dir / f"{name}.yml"
-    if not _NAME.match(name) or not path.is_file():
-        known = ", ".join(p.stem for p in sorted(reports_dir.glob("*.yml"))) or "none"
+    names = report_names(reports_dir)
+    if name not in names:
+        known = ", ".join(names) or "none"
         raise ReportError(f"no report {name!r} in {reports_dir} (reports: {known})")
-    return load_report(path)
+    return load_report(reports_dir / f"{name}.yml")
 
 
 def query_report(snapshot: Path, report: Report, start: dt.date, end: dt.date) -> ReportResult:

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,14 @@ from aiosmtpd.controller import Controller
 
 from orchestration.definitions import build_definitions
 from serving.delivery import DeliveryError, post_webhook
-from serving.reports import ReportError, find_report, load_report, query_report, write_report
+from serving.reports import (
+    ReportError,
+    find_report,
+    format_cell,
+    load_report,
+    query_report,
+    write_report,
+)
 from serving.snapshot import connect_snapshot
 from sluice.settings import REPORTS_DIR, Settings, SettingsError, load_settings
 from tests.serving.conftest import FIRST, LAST
@@ -121,6 +129,13 @@ def webhook() -> Iterator[Webhook]:
         thread.join(5)
 
 
+def snapshot_days(settings: Settings) -> tuple[dt.date, dt.date]:
+    with connect_snapshot(settings.serving_path) as con:
+        row = con.execute("select min(event_date), max(event_date) from marts.dau").fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
 def daily_rows(settings: Settings) -> list[tuple]:
     with connect_snapshot(settings.serving_path) as con:
         return con.execute(
@@ -170,6 +185,107 @@ def test_report_errors_are_one_line_that_says_what_to_do(built: Settings, tmp_pa
     assert "no serving snapshot" in missing.stderr and "sluice materialize" in missing.stderr
 
 
+def test_a_range_without_rows_writes_nothing_and_says_which_days_the_snapshot_holds(
+    built: Settings,
+) -> None:
+    first, last = snapshot_days(built)
+    start, end = first - dt.timedelta(days=30), first - dt.timedelta(days=24)
+    result = sluice(built, "run", "daily_summary", "--start", str(start), "--end", str(end))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"No rows for daily_summary over {start} .. {end}" in message
+    assert f"the serving snapshot holds the days {first} .. {last}; no file written" in message
+    assert f"sluice materialize --start {start} --end {end}" in message
+    assert not (built.reports_output_dir / "daily_summary" / f"{end}.html").exists()
+
+
+def test_a_report_written_without_rows_is_flagged_in_the_file_and_the_post(
+    built: Settings, tmp_path: Path, webhook: Webhook
+) -> None:
+    # What the morning schedule does, over days the snapshot does not hold.
+    first, last = snapshot_days(built)
+    start, end = last + dt.timedelta(days=10), last + dt.timedelta(days=16)
+    result = query_report(built.serving_path, find_report(REPORTS_DIR, "signup_funnel"), start, end)
+    page = write_report(result, tmp_path, "html").read_text()
+    assert f"<h1>signup_funnel: {start} .. {end} (no rows)</h1>" in page
+    assert (
+        f'<p class="note">No rows for signup_funnel over {start} .. {end}: the serving snapshot '
+        f"holds the days {first} .. {last}.</p>" in page
+    )
+    assert "<svg" not in page
+    post_webhook(result, tmp_path / "signup_funnel.html", webhook.url)
+    assert (
+        f"{start} .. {end}: no rows (the serving snapshot holds the days {first} .. {last})"
+        in (webhook.posts[0]["text"])
+    )
+
+
+def test_report_list_shows_every_report_with_its_chart_and_schedule(tmp_path: Path) -> None:
+    listed = sluice(Settings(data_dir=tmp_path, start_date=FIRST), "list", env={"COLUMNS": "400"})
+    assert listed.returncode == 0, listed.stderr
+    lines = [line.strip() for line in listed.stdout.replace("┃", "│").splitlines()]
+    rows = {
+        cells[0]: cells[1:]
+        for line in lines
+        if line.startswith("│") and len(cells := [c.strip() for c in line[1:-1].split("│")]) == 4
+    }
+    assert rows == {
+        "name": ["description", "chart", "schedule"],
+        "active_users": [
+            "DAU, WAU (7 days) and MAU (28 days) per day, and stickiness (DAU / MAU).",
+            "line of dau, wau, mau",
+            "",
+        ],
+        "daily_summary": [
+            "Active users, orders and revenue (USD) per day.",
+            "line of active_users",
+            "daily, 28 days",
+        ],
+        "signup_funnel": [
+            "New users per sign-up day and how many used a feature and ordered within 7 days "
+            "(a day's cohort is final once 7 more days are built).",
+            "bar of signed_up, used_feature_within_7d, ordered_within_7d",
+            "weekly, 7 days",
+        ],
+        "weekly_retention": [
+            "Users first active in a week (cohort) and the share of them active N weeks later.",
+            "",
+            "",
+        ],
+    }
+    assert str(REPORTS_DIR) in listed.stdout
+
+
+def test_rates_read_as_percentages_and_other_numbers_one_way(
+    built: Settings, tmp_path: Path
+) -> None:
+    assert [format_cell(v, rate=True) for v in (1.0, 0.5712, 0.177, 0)] == [
+        "100.0%",
+        "57.1%",
+        "17.7%",
+        "0.0%",
+    ]
+    assert [format_cell(v) for v in (0.5, 1234.5, Decimal("2.125"), 1234, None)] == [
+        "0.50",
+        "1,234.50",
+        "2.12",
+        "1,234",
+        "",
+    ]
+    active = query_report(built.serving_path, find_report(REPORTS_DIR, "active_users"), FIRST, LAST)
+    page = write_report(active, tmp_path, "html").read_text()
+    assert active.rows and all(isinstance(row[-1], float) for row in active.rows)
+    for row in active.rows:
+        assert f'<td class="number">{row[-1] * 100:.1f}%</td></tr>' in page
+    retention = query_report(
+        built.serving_path, find_report(REPORTS_DIR, "weekly_retention"), FIRST, LAST
+    )
+    page = write_report(retention, tmp_path, "html").read_text()
+    rates = re.findall(r'<td class="number">([^<]*)</td></tr>', page)
+    assert rates and "100.0%" in rates
+    assert all(re.fullmatch(r"\d{1,3}\.\d%", rate) for rate in rates), rates
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
@@ -199,13 +315,16 @@ def test_every_saved_report_loads() -> None:
     assert [load_report(REPORTS_DIR / f"{name}.yml").name for name in names] == names
 
 
-def run_morning_schedule(
-    built: Settings, defs: dg.Definitions
-) -> tuple[dt.date, dg.ExecuteInProcessResult]:
-    """The daily reports schedule's tick on the morning after LAST, run to the end."""
+# The last Monday whose reports the built days hold (they end the day before): on a Monday
+# the weekly reports are due beside the daily ones, so the schedule's tests see both.
+MONDAY = LAST + dt.timedelta(days=1) - dt.timedelta(days=(LAST + dt.timedelta(days=1)).weekday())
+SUNDAY = MONDAY - dt.timedelta(days=1)
+
+
+def run_morning_schedule(built: Settings, defs: dg.Definitions) -> dg.ExecuteInProcessResult:
+    """The daily reports schedule's tick on MONDAY morning, run to the end."""
     schedule = defs.resolve_schedule_def("daily_reports_schedule")
-    today = LAST + dt.timedelta(days=1)
-    tick = dt.datetime(today.year, today.month, today.day, 1, 0)
+    tick = dt.datetime(MONDAY.year, MONDAY.month, MONDAY.day, 1, 0)
     # The tick's context opens its own instance; closing it here, before the run's instance,
     # keeps Dagster from pointing later definitions at a disposed instance's state storage.
     with (
@@ -216,7 +335,7 @@ def run_morning_schedule(
         job = defs.resolve_job_def(request.job_name or "scheduled_reports")
         result = job.execute_in_process(run_config=request.run_config, instance=instance)
     assert result.success
-    return today, result
+    return result
 
 
 def test_the_morning_schedule_writes_and_mails_the_daily_summary_for_yesterday(
@@ -226,18 +345,27 @@ def test_the_morning_schedule_writes_and_mails_the_daily_summary_for_yesterday(
     mailing = dataclasses.replace(
         built, smtp_host="127.0.0.1", smtp_port=port, report_email_to=("team@example.com",)
     )
-    today, result = run_morning_schedule(built, build_definitions(mailing))
-    page = built.reports_output_dir / "daily_summary" / f"{LAST}.html"
-    assert str(page) in result.output_for_node("write_scheduled_reports")
-    first = LAST - dt.timedelta(days=27)
-    assert f"daily_summary: {first} .. {LAST}" in page.read_text()
-    # On a Monday the weekly signup_funnel is due too.
-    assert len(inbox.messages) == (2 if today.weekday() == 0 else 1)
-    message = next(m for m in inbox.messages if "daily_summary" in m["Subject"])
-    assert message["To"] == "team@example.com"
-    assert message["Subject"] == f"Sluice report daily_summary: {LAST}"
-    attachment = next(message.iter_attachments())
-    assert attachment.get_content() == page.read_text()
+    result = run_morning_schedule(built, build_definitions(mailing))
+    written = result.output_for_node("write_scheduled_reports")
+    daily = built.reports_output_dir / "daily_summary" / f"{SUNDAY}.html"
+    weekly = built.reports_output_dir / "signup_funnel" / f"{SUNDAY}.html"
+    assert sorted(written) == sorted([str(daily), str(weekly)])
+    first = SUNDAY - dt.timedelta(days=27)
+    assert f"daily_summary: {first} .. {SUNDAY}</h1>" in daily.read_text()
+    assert f"signup_funnel: {SUNDAY - dt.timedelta(days=6)} .. {SUNDAY}</h1>" in weekly.read_text()
+    # 28 days, of which the snapshot holds fewer: the page says so.
+    held = snapshot_days(built)
+    assert (
+        f"The serving snapshot holds the days {held[0]} .. {held[1]}, so only part of "
+        f"{first} .. {SUNDAY} has data" in daily.read_text()
+    )
+    assert [m["Subject"] for m in inbox.messages] == [
+        f"Sluice report daily_summary: {SUNDAY}",
+        f"Sluice report signup_funnel: {SUNDAY}",
+    ]
+    for message, page in zip(inbox.messages, (daily, weekly), strict=True):
+        assert message["To"] == "team@example.com"
+        assert next(message.iter_attachments()).get_content() == page.read_text()
 
 
 def test_report_run_email_mails_the_file(built: Settings, smtp_server: tuple[int, Inbox]) -> None:
@@ -259,20 +387,22 @@ def test_the_morning_schedule_posts_each_report_to_the_webhook(
     built: Settings, webhook: Webhook
 ) -> None:
     posting = dataclasses.replace(built, report_webhook_url=webhook.url)
-    today, _ = run_morning_schedule(built, build_definitions(posting))
-    # On a Monday the weekly signup_funnel is due too.
-    assert len(webhook.posts) == (2 if today.weekday() == 0 else 1)
+    run_morning_schedule(built, build_definitions(posting))
+    assert sorted(p["blocks"][0]["text"]["text"].split(":")[0] for p in webhook.posts) == [
+        "daily_summary",
+        "signup_funnel",
+    ]
     post = next(p for p in webhook.posts if "daily_summary" in p["text"])
-    page = built.reports_output_dir / "daily_summary" / f"{LAST}.html"
-    first = LAST - dt.timedelta(days=27)
-    last_day, active_users, orders = daily_rows(built)[-1]
-    assert post["text"].startswith(f"Sluice report daily_summary, {first} .. {LAST}: ")
+    page = built.reports_output_dir / "daily_summary" / f"{SUNDAY}.html"
+    first = SUNDAY - dt.timedelta(days=27)
+    last_day, active_users, orders = next(r for r in daily_rows(built) if r[0] == SUNDAY)
+    assert post["text"].startswith(f"Sluice report daily_summary, {first} .. {SUNDAY}: ")
     assert (
         f"event_date {last_day}, active_users {active_users:,}, orders {orders:,}" in post["text"]
     )
     assert str(page) in post["text"]
     header, *_, context_block = post["blocks"]
-    assert header["text"]["text"] == f"daily_summary: {first} .. {LAST}"
+    assert header["text"]["text"] == f"daily_summary: {first} .. {SUNDAY}"
     fields = next(b["fields"] for b in post["blocks"] if "fields" in b)
     assert {"type": "mrkdwn", "text": f"*active_users*\n{active_users:,}"} in fields
     assert str(page) in context_block["elements"][0]["text"]
