@@ -9,9 +9,10 @@ proves the prediction matches the loader. Timestamps the fast path cannot read a
 DuckDB itself, so both sides agree on what a timestamp is.
 
 One rule is the API's own: a timestamp more than 24 hours in the future (after skew
-correction) is rejected. The loader has no such rule, so such a message is written wrapped
-in an object whose ``type`` names the reason; the loader rejects it as an unknown type with
-that text, and the original message is kept whole in ``raw_line``. Reads no environment.
+correction) is rejected. The client is told so in those words; the loader has no such rule,
+so such a message is written wrapped in an object whose ``type`` names the reason, the loader
+rejects it as an unknown type with that text (``loader_reason``), and the original message is
+kept whole in ``raw_line``. Reads no environment.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from ingestion.landing import MAX_MESSAGE_ID_LENGTH, MESSAGE_TYPES
 MAX_FUTURE = dt.timedelta(hours=24)
 FUTURE_REASON = "timestamp more than 24 hours in the future"
 REJECTED_BY_API_PREFIX = "rejected by the ingest API: "
+# Reasons of the API's own rules, which the loader reports as an unknown type.
+API_REASONS = frozenset({FUTURE_REASON})
 
 # The common shape SDKs send; anything else is parsed by DuckDB, as the loader does.
 _FAST_TIMESTAMP = re.compile(
@@ -183,10 +186,22 @@ def _plainly_valid(doc: dict[str, Any]) -> bool:
 
 
 class Stamped(NamedTuple):
-    """One message ready to append: its JSON line, and the reason it will be rejected."""
+    """One message ready to append: its JSON line, and the reason it will be rejected.
+
+    The reason is what the client is answered and the metrics count; the loader's own text
+    for it is ``loader_reason(reason)``.
+    """
 
     line: bytes
     reason: str | None
+
+
+def loader_reason(reason: str | None) -> str | None:
+    """The reason the loader writes to ``raw.rejected_events`` for a message the API rejects
+    with ``reason``: the same text, except for the API's own rules (see the module doc)."""
+    if reason in API_REASONS:
+        return f'unknown type "{REJECTED_BY_API_PREFIX}{reason}"'
+    return reason
 
 
 def dumps(value: Any) -> bytes:
@@ -260,7 +275,10 @@ def stamp(
             valid.add("timestamp")
         reason = contract_reason(doc, timestamps, frozenset(valid))
     if reason is None and corrected is not None and corrected - received_at > MAX_FUTURE:
-        reason = REJECTED_BY_API_PREFIX + FUTURE_REASON
-        wrapper = {"type": reason, "receivedAt": received_text, "message": doc}
-        return Stamped(dumps(wrapper), f'unknown type "{reason}"')
+        wrapper = {
+            "type": REJECTED_BY_API_PREFIX + FUTURE_REASON,
+            "receivedAt": received_text,
+            "message": doc,
+        }
+        return Stamped(dumps(wrapper), FUTURE_REASON)
     return Stamped(dumps(doc), reason)

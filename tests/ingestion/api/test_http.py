@@ -11,6 +11,7 @@ import httpx
 import orjson
 
 from ingestion.api.keys import KeyStore
+from ingestion.api.messages import loader_reason
 from ingestion.landing import parse_file
 from tests.ingestion.api.conftest import Server, iso, landed_lines, segments
 
@@ -150,9 +151,7 @@ def test_bad_messages_in_a_good_batch_are_quarantined_by_the_loader_with_the_api
     assert (body["accepted"], body["rejected"]) == (2, 6)
     api_reasons = {error["index"]: error["reason"] for error in body["errors"]}
     assert api_reasons[1] == "missing userId and anonymousId (at least one is required)"
-    assert api_reasons[5] == (
-        'unknown type "rejected by the ingest API: timestamp more than 24 hours in the future"'
-    )
+    assert api_reasons[5] == "timestamp more than 24 hours in the future"
     server.stop()  # closes the segment, as the loader needs
     (segment,) = segments(server.settings)
     source_file = segment.relative_to(server.settings.landing_dir).as_posix()
@@ -165,7 +164,10 @@ def test_bad_messages_in_a_good_batch_are_quarantined_by_the_loader_with_the_api
             strict=True,
         )
     }
-    assert loader_reasons == api_reasons
+    assert loader_reasons == {index: loader_reason(r) for index, r in api_reasons.items()}
+    assert loader_reasons[5] == (
+        'unknown type "rejected by the ingest API: timestamp more than 24 hours in the future"'
+    )
     assert parsed.accepted.column("user_id").to_pylist() == ["good", "good too"]
     assert set(parsed.accepted.column("_source").to_pylist()) == {"web"}
 
@@ -211,3 +213,45 @@ def test_health_and_unknown_endpoints(server: Server, key: str) -> None:
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'sluice_api_responses_total{path="/v1/other",status="404"} 1' in metrics
     assert "teleport" not in metrics
+
+
+def test_every_rejection_reason_reads_as_itself_in_the_answer_and_the_metrics(
+    server: Server, key: str
+) -> None:
+    future = iso(dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    user = {"type": "identify", "userId": "u1"}
+    cases = [
+        ("not a message", "not a JSON object"),
+        ({"userId": "u1"}, "missing field type"),
+        ({"type": "teleport", "userId": "u1"}, 'unknown type "teleport"'),
+        ({"type": "identify"}, "missing userId and anonymousId (at least one is required)"),
+        ({**user, "messageId": "m" * 101}, "messageId longer than 100 characters"),
+        ({"type": "track", "userId": "u1"}, "track message without event"),
+        ({**user, "timestamp": "yesterday"}, 'timestamp "yesterday" is not an ISO-8601 timestamp'),
+        ({**user, "sentAt": "soon"}, 'sentAt "soon" is not an ISO-8601 timestamp'),
+        ({**user, "properties": [1]}, "properties is not an object"),
+        ({**user, "traits": "plan"}, "traits is not an object"),
+        ({**user, "context": 5}, "context is not an object"),
+        ({**user, "timestamp": future}, "timestamp more than 24 hours in the future"),
+    ]
+    batch = [message for message, _ in cases]
+    response = httpx.post(f"{server.url}/v1/batch", json={"batch": batch}, auth=(key, ""))
+    assert response.json() == {
+        "success": True,
+        "accepted": 0,
+        "rejected": len(cases),
+        "errors": [{"index": i, "reason": reason} for i, (_, reason) in enumerate(cases)],
+    }
+    single = httpx.post(f"{server.url}/v1/track", json={"userId": "u1"}, auth=(key, ""))
+    assert single.json()["errors"] == [{"index": 0, "reason": "track message without event"}]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    label = (
+        'sluice_api_messages_rejected_total{reason="timestamp more than 24 hours in the future"}'
+    )
+    assert f"{label} 1" in metrics
+    server.stop()
+    (segment,) = segments(server.settings)
+    source_file = segment.relative_to(server.settings.landing_dir).as_posix()
+    parsed = parse_file(segment, source_file, dt.datetime.now(dt.UTC))
+    expected = [loader_reason(reason) for _, reason in cases] + ["track message without event"]
+    assert parsed.rejected.column("reason").to_pylist() == expected
