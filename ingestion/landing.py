@@ -328,8 +328,10 @@ class Piece:
     first_line: int = 1
 
 
-def _utf8(data: bytes) -> bytes:
-    """``data`` when it is UTF-8; otherwise every bad byte becomes U+FFFD, so the rest loads."""
+def valid_utf8(data: bytes) -> bytes:
+    """``data`` when it is UTF-8; otherwise every bad byte becomes U+FFFD, so the rest loads.
+
+    The ingest API reads request bodies with it too, so both read bad bytes alike."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
@@ -344,7 +346,7 @@ def _chunks(path: Path, source_file: str, chunk_bytes: int) -> Iterator[Piece]:
         while data := file.read(chunk_bytes):
             if not data.endswith(b"\n"):
                 data += file.readline()
-            yield Piece(path, source_file, _utf8(data), first_line)
+            yield Piece(path, source_file, valid_utf8(data), first_line)
             first_line += data.count(b"\n")
 
 
@@ -395,7 +397,7 @@ def _read_into(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> None:
         except duckdb.InvalidInputException:
             pass  # nothing was inserted: the statement failed as a whole
     read_here = [piece for piece in pieces if piece.data is not None]
-    read_here += [Piece(p.path, p.source_file, _utf8(p.path.read_bytes())) for p in whole]
+    read_here += [Piece(p.path, p.source_file, valid_utf8(p.path.read_bytes())) for p in whole]
     if read_here:
         texts = pa.table(
             {

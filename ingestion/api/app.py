@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -34,11 +35,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingestion.api.keys import KeyFileError, KeyStore
-from ingestion.api.messages import TimestampParser, iso, stamp
+from ingestion.api.messages import TimestampParser, dumps, iso, stamp
 from ingestion.api.metrics import Metrics
 from ingestion.api.ratelimit import RateLimiter
 from ingestion.api.segments import GroupCommitter, SegmentWriter, lock_landing, recover
-from ingestion.landing import LANDING_SUFFIX
+from ingestion.landing import LANDING_SUFFIX, valid_utf8
 from sluice.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class HttpError(Exception):
 def _json(
     body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+    return Response(dumps(body), status, headers, media_type="application/json")
 
 
 def _basic_auth_key(header: str) -> str:
@@ -109,20 +110,48 @@ async def _read_body(request: Request) -> bytes:
     return data
 
 
-def _parse(body: bytes) -> dict[str, Any]:
+def parse_body(body: bytes) -> dict[str, Any]:
+    """A request's JSON object. Text that is not valid Unicode is read as the loader reads it:
+    bytes that are not UTF-8 and lone UTF-16 surrogate escapes (``"\\ud800"``, valid JSON)
+    become U+FFFD, so such a message is stamped, answered and loaded like any other."""
     if not body.strip():
         raise HttpError(400, "malformed JSON: the body is empty")
     try:
         doc = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        try:
-            # orjson refuses integers beyond 64 bits that JSON (and the loader) allow.
-            doc = json.loads(body, parse_constant=_no_constant)
-        except (ValueError, RecursionError):
-            raise HttpError(400, f"malformed JSON: {error}") from None
+    except orjson.JSONDecodeError:
+        doc = _parse_odd(body)
     if not isinstance(doc, dict):
         raise HttpError(400, "malformed request: the body must be a JSON object")
     return doc
+
+
+def _parse_odd(body: bytes) -> Any:
+    """What orjson refuses: bad text (see ``parse_body``), a leading byte-order mark, and
+    anything else that JSON (and the loader) allow and the standard library reads; else the
+    400 for malformed JSON."""
+    text = valid_utf8(body).decode("utf-8").removeprefix("\ufeff")
+    text = _SURROGATE_ESCAPE.sub(_replace_lone_surrogate, text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        try:
+            return json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            raise HttpError(400, f"malformed JSON: {error}") from None
+
+
+# A surrogate escape with its partner when it has one. An escaped backslash is matched first,
+# so the text backslash + "ud800" (written "\\ud800") is not taken for an escape.
+_SURROGATE_ESCAPE = re.compile(
+    r"\\\\"
+    r"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+
+
+def _replace_lone_surrogate(match: re.Match[str]) -> str:
+    text = match.group()
+    return "\\ufffd" if len(text) == 6 else text
 
 
 def _no_constant(name: str) -> Any:
@@ -204,7 +233,7 @@ class IngestApi:
         self.metrics.bytes_in += len(body)
         if kind in SINGLE_TYPES and len(body) > MAX_MESSAGE_BYTES:
             raise HttpError(413, f"message is {len(body)} bytes; the limit is 32 KB per message")
-        doc = _parse(body)
+        doc = parse_body(body)
         if not key:
             body_key = doc.get("writeKey")
             key = body_key if isinstance(body_key, str) else None

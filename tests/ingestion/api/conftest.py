@@ -87,6 +87,14 @@ def landed_lines(settings: Settings) -> list[str]:
     return lines
 
 
+def client_port(response: httpx.Response) -> int:
+    """The local port of the connection that carried ``response``; 0 once it is closed."""
+    try:
+        return int(response.extensions["network_stream"].get_extra_info("client_addr")[1])
+    except OSError:
+        return 0
+
+
 def iso(value: dt.datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 

@@ -2,7 +2,8 @@
 
 The loader's SQL is the contract; the API only predicts its verdict for the response and
 the metrics. Every generated message is stamped as the API does, written as a segment line
-and parsed by the loader's own ``parse_file``.
+and parsed by the loader's own ``parse_file``; messages with text that is not valid Unicode
+go through the API's body parser first, as they do over HTTP.
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingestion.api.app import parse_body
 from ingestion.api.messages import TimestampParser, loader_reason, stamp
 from ingestion.landing import parse_file
-from tests.ingestion.api.strategies import good_messages, messages, timestamps
+from tests.ingestion.api.strategies import (
+    OddMessage,
+    good_messages,
+    messages,
+    odd_messages,
+    timestamps,
+)
 
 PARSER = TimestampParser()
 # Numbers and objects quoted in a reason are spelled by DuckDB and Python in their own ways
@@ -53,3 +61,20 @@ def test_api_and_loader_agree_on_every_message(
     stamped = stamp(message, dt.datetime.now(dt.UTC), PARSER, batch_sent_at=batch_sent_at)
     expected = loader_reason(stamped.reason)
     assert same_reason(expected) == same_reason(loader_verdict(tmp_path, stamped.line))
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(message=odd_messages(malformed=False))
+def test_api_and_loader_agree_on_messages_with_text_that_is_not_valid_unicode(
+    tmp_path: Path, message: OddMessage
+) -> None:
+    doc = parse_body(message.line)
+    stamped = stamp(doc, dt.datetime.now(dt.UTC), PARSER)
+    loader = loader_verdict(tmp_path, stamped.line)
+    assert same_reason(loader_reason(stamped.reason)) == same_reason(loader)
+    if message.lands(single=False):
+        assert loader is None

@@ -1,4 +1,5 @@
-"""Fuzz the live server with odd bodies and headers: no 5xx, it stays up, nothing good is lost."""
+"""Fuzz the live server with odd bodies, headers and text: no 5xx, it stays up, nothing good is
+lost, and one connection carries every answer."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestion.landing import parse_file
-from tests.ingestion.api.conftest import Server, segments
-from tests.ingestion.api.strategies import good_messages, json_values, messages
+from tests.ingestion.api.conftest import Server, client_port, segments
+from tests.ingestion.api.strategies import good_messages, json_values, messages, odd_messages
 
 ENDPOINTS = ["batch", "import", "track", "identify", "page", "screen", "group", "alias", "x"]
 # Header values: printable ASCII without surrounding blanks (HTTP clients refuse others).
@@ -96,3 +97,85 @@ def test_fuzzed_requests_never_get_5xx_and_lose_no_good_message(server: Server, 
         parsed = parse_file(path, name, dt.datetime.now(dt.UTC))
         loaded.update(parsed.accepted.column("message_id").to_pylist())
     assert set(acknowledged) <= loaded
+
+
+@st.composite
+def odd_text_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], int, list[str]]:
+    """(endpoint, body, headers, the status it must get, messageIds that must land on 200):
+    batches and single messages with text that JSON allows and Unicode does not."""
+    endpoint = draw(st.sampled_from(["batch", "import", "track", "identify", "page"]))
+    single = endpoint not in ("batch", "import")
+    odd = draw(st.lists(odd_messages(), min_size=1, max_size=1 if single else 4))
+    lands = [m.message_id for m in odd if m.lands(single)]
+    if single:
+        body = odd[0].line
+    else:
+        good = draw(st.lists(good_messages(), max_size=4))
+        lands += [str(m["messageId"]) for m in good]
+        items = draw(st.permutations([m.line for m in odd] + [dumps(m) for m in good]))
+        body = b'{"batch": [' + b", ".join(items) + b"]}"
+    too_long = draw(st.integers(0, 9)) == 0
+    if too_long:  # a string of 33 KB: the message is over the limit
+        blob = b'"' + b"x" * 33_000 + b'"'
+        body = (
+            body[:-1] + b', "blob": ' + blob + b"}"
+            if single
+            else body[:-2] + b', {"b": ' + blob + b"}]}"
+        )
+    if single and too_long:
+        status = 413  # the body's size is checked before it is parsed
+    elif any(m.malformed for m in odd):
+        status = 400
+    else:
+        status = 413 if too_long else 200
+    headers = {"Content-Type": "application/json"}
+    if draw(st.booleans()):
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    return endpoint, body, headers, status, lands
+
+
+def test_text_that_is_not_valid_unicode_gets_no_5xx_and_good_messages_land(
+    server: Server, key: str
+) -> None:
+    answered = {"accepted": 0, "rejected": 0}
+    must_land: list[str] = []
+    ports: set[int] = set()
+    statuses: list[int] = []
+
+    with httpx.Client(auth=(key, ""), limits=httpx.Limits(max_connections=1)) as http:
+
+        @settings(
+            max_examples=100,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )
+        @given(request=odd_text_requests())
+        def post(request: tuple[str, bytes, dict[str, str], int, list[str]]) -> None:
+            endpoint, body, headers, status, lands = request
+            response = http.post(f"{server.url}/v1/{endpoint}", content=body, headers=headers)
+            ports.add(client_port(response))
+            statuses.append(response.status_code)
+            assert response.status_code == status, response.text
+            if status == 200:
+                answer = response.json()
+                answered["accepted"] += answer["accepted"]
+                answered["rejected"] += answer["rejected"]
+                must_land.extend(lands)
+
+        post()
+    assert len(ports) == 1, "the server closed the connection"
+    assert {200, 400, 413} <= set(statuses)
+    server.stop()
+    accepted: set[str] = set()
+    loader = {"accepted": 0, "rejected": 0}
+    for path in segments(server.settings):
+        name = path.relative_to(server.settings.landing_dir).as_posix()
+        parsed = parse_file(path, name, dt.datetime.now(dt.UTC))
+        accepted.update(parsed.accepted.column("message_id").to_pylist())
+        loader["accepted"] += parsed.accepted.num_rows
+        loader["rejected"] += parsed.rejected.num_rows
+        # The API writes only JSON the loader can read, whatever it was sent.
+        assert "malformed JSON" not in parsed.rejected.column("reason").to_pylist()
+    assert set(must_land) <= accepted
+    assert loader == answered
