@@ -1,15 +1,22 @@
-"""Segments: closed by size and age, invisible to the loader while open, one server per area."""
+"""Segments: closed by size and age, invisible to the loader while open, one server per area;
+closed by age in a running server, they reach the load while it keeps running."""
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
+import time
 from pathlib import Path
 
+import duckdb
+import httpx
 import pytest
 
 from ingestion.api.segments import LandingLocked, SegmentWriter, lock_landing, recover
 from ingestion.landing import landing_files
+from sluice.runs import run_job
+from tests.ingestion.api.conftest import Server, iso, segments
 
 
 def test_segments_rotate_by_size_and_only_closed_ones_are_landing_files(tmp_path: Path) -> None:
@@ -70,3 +77,43 @@ def test_a_failed_write_is_cut_back_and_the_next_write_starts_a_new_segment(
     writer.write({"web": [b'{"n": 3}\n']})
     writer.close_all()
     assert [p.read_bytes() for p in landing_files(landing)] == [b'{"n": 1}\n', b'{"n": 3}\n']
+
+
+def test_segments_closed_by_age_are_loaded_while_the_server_keeps_running(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    server: Server = make_server(SLUICE_API_SEGMENT_SECONDS="1")
+    key = server.create_key("web")
+    now = iso(dt.datetime.now(dt.UTC))
+
+    def send_and_wait_for_close(first: int) -> list[str]:
+        """Send five events; wait until their segment is closed by age alone."""
+        ids = [f"age-{n}" for n in range(first, first + 5)]
+        batch = [
+            {"type": "track", "userId": "u1", "event": "Clicked", "messageId": i, "timestamp": now}
+            for i in ids
+        ]
+        closed_before = len(segments(server.settings))
+        response = httpx.post(f"{server.url}/v1/batch", json={"batch": batch}, auth=(key, ""))
+        assert response.json()["accepted"] == 5
+        deadline = time.monotonic() + 15
+        while len(segments(server.settings)) == closed_before:
+            assert time.monotonic() < deadline, "no segment was closed by age in 15 s"
+            time.sleep(0.05)
+        assert segments(server.settings, ".jsonl.tmp") == []
+        return ids
+
+    def loaded_ids() -> list[str]:
+        outcome = run_job(server.settings, "load")
+        assert outcome.success, outcome.message
+        with duckdb.connect(str(server.settings.warehouse_path), read_only=True) as con:
+            rows = con.execute("select message_id from raw.events order by 1").fetchall()
+        return [row[0] for row in rows]
+
+    first = send_and_wait_for_close(0)
+    assert loaded_ids() == first
+    # The server still runs, writes a new segment, and the next load takes that one only.
+    second = send_and_wait_for_close(5)
+    assert server.process is not None and server.process.poll() is None
+    assert loaded_ids() == first + second
+    assert "sluice_api_segments_waiting 0" in httpx.get(f"{server.url}/metrics").text
