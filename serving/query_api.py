@@ -12,7 +12,9 @@ Everything reads the serving snapshot, never the warehouse, through a cache
 process on one locked connection kept open (``SharedSnapshot``); ad-hoc SQL runs in a warm
 child process with capped memory (``QueryWorkers``). A read key comes as
 ``Authorization: Bearer <key>`` (or as HTTP Basic user name); a write key is refused here,
-and the ingest routes refuse read keys. Refusals are JSON ``{"error": ..., "limit": ...}``.
+and the ingest routes refuse read keys. Refusals are JSON ``{"error": ..., "limit": ...}``,
+and never name a folder of the server: a client learns nothing of its disk (a report file is
+``reports/<name>.yml``, the data directory ``$SLUICE_DATA_DIR``).
 Each report and query request is one JSON line in the access log (``sluice.api.access``): the
 key's name, the report or a hash of the SQL (never the SQL, which may hold literals), the
 status, the limit hit, rows, cache and time. Reads no environment: settings come in through
@@ -54,11 +56,19 @@ from serving.guardrails import (
     locked_snapshot,
 )
 from serving.quotas import KeyQuotas
-from serving.reports import _PARAMETER, Report, ReportError, ReportResult, find_report, render_csv
+from serving.reports import (
+    _PARAMETER,
+    Report,
+    ReportError,
+    ReportResult,
+    load_report,
+    render_csv,
+    report_names,
+)
 from serving.reports import list_reports as load_reports
 from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing, SnapshotVersion
 from serving.workers import QueryWorkers
-from sluice.settings import REPORTS_DIR, Settings
+from sluice.settings import REPO_DIR, REPORTS_DIR, Settings
 
 DASHBOARD_PAGE = Path(__file__).with_name("dashboard.html")
 # A report range longer than this uses approx_count_distinct when the caller asks (approx=true).
@@ -71,6 +81,11 @@ CONCURRENT_QUERIES = 2
 QUERY_BUCKETS = (*LATENCY_BUCKETS, 5.0, 10.0)
 
 access_log = logging.getLogger("sluice.api.access")
+
+SNAPSHOT_MISSING = (
+    "no serving snapshot has been published yet; it is published after each build "
+    "(`sluice materialize --start D1 --end D2`)"
+)
 
 
 class Keys(Protocol):
@@ -90,10 +105,6 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     except TypeError:  # integers beyond 64 bits (hugeint sums)
         content = json.dumps(body, default=_default).encode()
     return Response(content, status, headers, media_type="application/json")
-
-
-def _refused(error: QueryRefused) -> Response:
-    return _json({"error": error.message, "limit": error.limit}, error.status)
 
 
 def _request_key(request: Request) -> str | None:
@@ -169,6 +180,20 @@ class QueryApi:
         # Ad-hoc SQL is anyone's: it runs in child processes that may be killed.
         self.workers = QueryWorkers(settings.serving_path, self.limits, keep=CONCURRENT_QUERIES)
         self.metrics = QueryMetrics()
+        # Longest first, so the reports folder inside the repository keeps its own name.
+        folders = {
+            reports_dir: "reports",
+            settings.data_dir: "$SLUICE_DATA_DIR",
+            REPO_DIR: "<sluice>",
+        }
+        self._folders = sorted(
+            {
+                (str(path), label)
+                for folder, label in folders.items()
+                for path in (folder, folder.resolve())
+            },
+            key=lambda pair: -len(pair[0]),
+        )
         self._snapshot: SnapshotInfo | None = None
         self._slots = asyncio.Semaphore(CONCURRENT_QUERIES)
 
@@ -182,6 +207,28 @@ class QueryApi:
         ]
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _public(self, message: str) -> str:
+        """The message with the server's folders named, not shown (a last guard: the
+        messages written here name none)."""
+        for path, label in self._folders:
+            message = message.replace(path, label)
+        return message
+
+    def _refused(self, error: QueryRefused) -> Response:
+        return _json({"error": self._public(error.message), "limit": error.limit}, error.status)
+
+    def _find_report(self, name: str) -> Report:
+        """The saved report ``name``: a 404 naming the others if there is none, a 500 naming
+        ``reports/<name>.yml`` and the field if its file is broken."""
+        names = report_names(self.reports_dir)
+        if name not in names:
+            known = ", ".join(names) or "none"
+            raise QueryRefused("report", 404, f"no report {name!r}; the reports are: {known}")
+        try:
+            return load_report(self.reports_dir / f"{name}.yml")
+        except ReportError as error:
+            raise QueryRefused("report", 500, str(error)) from None
 
     def _today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
@@ -210,12 +257,7 @@ class QueryApi:
         try:
             stamp = file_stamp(path)
         except SnapshotMissing:
-            raise QueryRefused(
-                "snapshot",
-                503,
-                f"no serving snapshot at {path} yet; it is published after each build "
-                "(`sluice materialize --start D1 --end D2`)",
-            ) from None
+            raise QueryRefused("snapshot", 503, SNAPSHOT_MISSING) from None
         if self._snapshot is None or self._snapshot.stamp != stamp:
             with locked_snapshot(path, self.limits) as con:
                 row = con.execute(
@@ -250,8 +292,8 @@ class QueryApi:
                     )
                 else:
                     result = await asyncio.to_thread(self.workers.run, sql, parameters, approx)
-            except SnapshotMissing as error:
-                raise QueryRefused("snapshot", 503, str(error)) from None
+            except SnapshotMissing:
+                raise QueryRefused("snapshot", 503, SNAPSHOT_MISSING) from None
         self.quotas.charge(reader, result.scanned_rows)
         # Only what came from the version the key names is kept under it.
         if result.run_id == info.run_id:
@@ -284,9 +326,9 @@ class QueryApi:
             reports = load_reports(self.reports_dir)
         except QueryRefused as error:
             self.metrics.refusals[error.limit] += 1
-            return _refused(error)
+            return self._refused(error)
         except ReportError as error:
-            return _json({"error": str(error), "limit": "report"}, 500)
+            return self._refused(QueryRefused("report", 500, str(error)))
         return _json(
             {
                 "reports": [
@@ -296,6 +338,7 @@ class QueryApi:
                         "chart": None
                         if report.chart is None
                         else {"type": report.chart.kind, "x": report.chart.x, "y": report.chart.y},
+                        "rates": list(report.rates),
                         "schedule": report.schedule,
                         "window_days": report.window_days,
                     }
@@ -309,10 +352,7 @@ class QueryApi:
         fields: dict[str, Any] = {}
         try:
             reader = fields["reader"] = self._reader(request)
-            try:
-                saved = find_report(self.reports_dir, request.path_params["name"])
-            except ReportError as error:
-                raise QueryRefused("report", 404, str(error)) from None
+            saved = self._find_report(request.path_params["name"])
             today = self._today()
             end = _day(request, "end", today)
             start = _day(request, "start", end - dt.timedelta(days=DEFAULT_RANGE_DAYS - 1))
@@ -341,7 +381,9 @@ class QueryApi:
             )
         except QueryRefused as error:
             self.metrics.refusals[error.limit] += 1
-            return self._observe(started, request, _refused(error), fields | {"limit": error.limit})
+            return self._observe(
+                started, request, self._refused(error), fields | {"limit": error.limit}
+            )
         fields |= {"rows": len(result.rows), "cached": cached}
         headers = {"X-Sluice-Cache": "hit" if cached else "miss"}
         if fmt == "csv":
@@ -394,7 +436,9 @@ class QueryApi:
             )
         except QueryRefused as error:
             self.metrics.refusals[error.limit] += 1
-            return self._observe(started, request, _refused(error), fields | {"limit": error.limit})
+            return self._observe(
+                started, request, self._refused(error), fields | {"limit": error.limit}
+            )
         fields |= {"rows": len(result.rows), "cached": cached}
         answer = {
             "columns": result.columns,
