@@ -27,6 +27,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 CHARTS = ("dau", "wau-mau", "revenue", "orders", "funnel", "retention")
+# drawChart's plot area inside its 640 x 260 viewBox.
+PLOT_TOP, PLOT_HEIGHT = 12, 200
 
 # On a laptop without Chromium the test is skipped; in CI (.ci/run installs Chromium) a missing
 # browser must fail, not hide behind a skip.
@@ -64,6 +66,23 @@ def test_the_dashboard_draws_every_chart_from_the_reports(
                 section = page.locator(f"#chart-{chart}")
                 assert int(section.get_attribute("data-points") or 0) > 0, chart
                 assert section.locator("svg .point").count() > 0, chart
+
+            # The WAU/MAU panel draws stickiness (1/6 in conftest's marts) as a line on its
+            # own axis in per cent: high in the plot, not flat along the counts' zero line.
+            wau_mau = page.locator("#chart-wau-mau")
+            line = wau_mau.locator("svg polyline[data-series=stickiness]")
+            assert line.count() == 1
+            days = int(wau_mau.get_attribute("data-points") or 0) // 4
+            points = wau_mau.locator("svg circle[data-series=stickiness]")
+            assert days > 0 and points.count() == days
+            heights = [float(points.nth(i).get_attribute("cy") or 0) for i in range(days)]
+            assert max(heights) < PLOT_TOP + PLOT_HEIGHT / 2, heights
+            assert points.first.locator("title").text_content().endswith(": 16.7%")
+            ticks = wau_mau.locator("svg text.rate-tick").all_text_contents()
+            assert ticks[0] == "0.0%" and ticks[-1] == "20.0%", ticks
+            # Rates read as in the saved reports: one decimal, in per cent.
+            cells = page.locator("#chart-retention svg text").all_text_contents()
+            assert {"100.0%", "90.0%", "70.0%"} <= set(cells), cells
 
             page.click("button[data-days='7']")
             # The page's Content-Security-Policy forbids eval, so no wait_for_function here.
