@@ -70,3 +70,22 @@ def test_daily_schedule_builds_yesterday(make_settings) -> None:
     ):
         result = schedule.evaluate_tick(context)
     assert [r.partition_key for r in result.run_requests or []] == ["2026-03-19"]
+
+
+def test_check_yesterday_fails_for_every_mart_when_yesterday_is_not_built(make_settings) -> None:
+    from sluice.runs import run_job
+
+    settings = make_settings(dt.date.today() - dt.timedelta(days=3))
+    outcome = run_job(settings, "check_yesterday")
+    # A failed check does not fail its run: the evaluations say what is missing.
+    assert outcome.success
+    yesterday = dt.date.today() - dt.timedelta(days=1)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        events = instance.all_logs(
+            outcome.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        )
+    evaluations = [event.dagster_event.event_specific_data for event in events]
+    assert len(evaluations) == 6
+    for evaluation in evaluations:
+        assert not evaluation.passed
+        assert evaluation.description == f"{yesterday} is not built yet"

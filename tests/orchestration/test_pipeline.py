@@ -111,8 +111,27 @@ def test_rerunning_a_partition_or_the_range_leaves_the_marts_identical(built: Se
     assert digest(built) == before
 
 
-def test_a_late_event_rebuilds_its_day_and_nothing_else(built: Settings) -> None:
+def _late_events_tick(settings: Settings) -> dg.SensorExecutionData:
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("late_events_sensor")
+    with (
+        instance(settings) as inst,
+        dg.build_sensor_context(instance=inst, definitions=defs) as context,
+    ):
+        return sensor.evaluate_tick(context)
+
+
+def test_a_late_event_rebuilds_its_day_and_nothing_else(
+    built: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The elt run's own load touched every day it then built: nothing to rebuild.
+    first_tick = _late_events_tick(built)
+    assert not first_tick.run_requests
+    assert "no day that is already built" in (first_tick.skip_message or "")
+
     late_day = LAST - dt.timedelta(days=2)
+    # Older than SLUICE_LATE_LOOKBACK_DAYS (7): logged, left to a backfill.
+    too_old_day = FIRST
     before = marts(built)
     late = {
         "type": "track",
@@ -122,24 +141,33 @@ def test_a_late_event_rebuilds_its_day_and_nothing_else(built: Settings) -> None
         "timestamp": f"{late_day.isoformat()}T23:59:00+01:00",  # 22:59 UTC on late_day
         "properties": {"revenue": 100, "currency": "USD"},
     }
-    (built.landing_dir / "late-delivery.jsonl").write_text(json.dumps(late) + "\n")
-    assert run_job(built, "load").success
+    too_old = {
+        **late,
+        "messageId": "late-click-1",
+        "event": "Clicked",
+        "timestamp": f"{too_old_day.isoformat()}T12:00:00Z",
+        "properties": {},
+    }
+    lines = [json.dumps(late), json.dumps(too_old)]
+    (built.landing_dir / "late-delivery.jsonl").write_text("\n".join(lines) + "\n")
+    load = run_job(built, "load")
+    assert load.success
 
-    defs = build_definitions(built)
-    sensor = defs.resolve_sensor_def("late_events_sensor")
-    with (
-        instance(built) as inst,
-        dg.build_sensor_context(instance=inst, definitions=defs) as context,
-    ):
-        result = sensor.evaluate_tick(context)
+    capfd.readouterr()
+    result = _late_events_tick(built)
+    sensor_log = capfd.readouterr().err  # Dagster's console logger of the sensor
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
     assert request.tags["dagster/asset_partition_range_start"] == late_day.isoformat()
     assert request.tags["dagster/asset_partition_range_end"] == late_day.isoformat()
+    # One request per load and range: the daemon launches it once however often it ticks.
+    assert request.run_key == f"late-{load.run_id}-{late_day}-{late_day}"
+    assert f"late events for {too_old_day} are older than the 7-day lookback" in sensor_log
     assert run_job(built, "build", request.tags).success
 
     after = marts(built)
     changed_dau = [a for a, b in zip(after["dau"], before["dau"], strict=True) if a != b]
+    # The too-old day stays as built until someone rebuilds it.
     assert changed_dau == [(late_day, dict(before["dau"])[late_day] + 1)]
     changed_revenue = [
         a for a, b in zip(after["revenue_daily"], before["revenue_daily"], strict=True) if a != b
@@ -199,21 +227,35 @@ def test_load_metadata_reports_loaded_and_rejected_counts(built: Settings) -> No
 
 def test_mart_materializations_carry_window_figures_and_a_preview(built: Settings) -> None:
     with instance(built) as inst:
-        event = inst.get_latest_materialization_event(dg.AssetKey(["marts", "dau"]))
+        records = inst.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["marts", "dau"])), limit=1000
+        ).records
         weekly = inst.get_latest_materialization_event(dg.AssetKey(["core", "user_active_weeks"]))
-    assert event is not None and event.asset_materialization is not None
-    metadata = event.asset_materialization.metadata
-    with duckdb.connect(str(built.warehouse_path), read_only=True) as con:
-        days = con.execute("select count(*), min(event_date), max(event_date) from marts.dau")
-        day_count, first_day, last_day = days.fetchone()
+    # The range run's metadata, which every day of the range carries.
+    metadata = next(
+        r.asset_materialization.metadata
+        for r in records
+        if r.asset_materialization is not None
+        and r.asset_materialization.metadata["window"].value == f"{FIRST} .. {LAST}"
+    )
     # One row per day in dau: the figures say so without a count per day.
-    assert metadata["rows_in_window"].value == day_count
-    assert metadata["partitions_with_rows"].value == day_count
+    assert metadata["rows_in_window"].value == DAYS
+    assert metadata["partitions_with_rows"].value == DAYS
     assert metadata["rows_per_partition_min"].value == metadata["rows_per_partition_max"].value == 1
-    assert metadata["first_partition_with_rows"].value == first_day.isoformat()
-    assert metadata["last_partition_with_rows"].value == last_day.isoformat()
+    assert metadata["first_partition_with_rows"].value == FIRST.isoformat()
+    assert metadata["last_partition_with_rows"].value == LAST.isoformat()
+    assert "dagster/partition_row_count" not in metadata
     assert not any(isinstance(v, dg.JsonMetadataValue) for v in metadata.values())
     assert "active_users" in metadata["preview"].value
+    # A one-day run gives the day's row count under Dagster's own key.
+    one_day = next(
+        r.asset_materialization.metadata
+        for r in records
+        if r.asset_materialization is not None
+        and r.asset_materialization.metadata["window"].value.split(" .. ")[0]
+        == r.asset_materialization.metadata["window"].value.split(" .. ")[1]
+    )
+    assert one_day["dagster/partition_row_count"].value == 1
     # A weekly model counts the weeks (Mondays) its run replaced.
     assert weekly is not None and weekly.asset_materialization is not None
     weeks = weekly.asset_materialization.metadata
@@ -235,3 +277,27 @@ def test_only_the_newest_dbt_run_folders_are_kept(tmp_path: Path) -> None:
         f"{DBT_OP_NAME}-run1-abc",
         "manifest.json",
     ]
+
+
+def _check_evaluations(settings: Settings, run_id: str) -> dict[str, tuple[bool, str]]:
+    with instance(settings) as inst:
+        events = inst.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    out = {}
+    for event in events:
+        evaluation = event.dagster_event.event_specific_data
+        out[evaluation.asset_key.to_user_string()] = (evaluation.passed, evaluation.description)
+    return out
+
+
+def test_check_yesterday_passes_for_every_mart_once_yesterday_is_built(built: Settings) -> None:
+    outcome = run_job(built, "check_yesterday")
+    assert outcome.success
+    evaluations = _check_evaluations(built, outcome.run_id)
+    marts_keys = {
+        key.to_user_string()
+        for key in build_definitions(built).resolve_asset_graph().get_all_asset_keys()
+        if key.path[0] == "marts"
+    }
+    assert set(evaluations) == marts_keys
+    assert all(passed for passed, _ in evaluations.values()), evaluations
+    assert evaluations["marts/dau"][1] == f"{LAST} is built"
