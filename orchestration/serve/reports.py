@@ -53,7 +53,12 @@ def build_reports_job(settings: Settings) -> dg.JobDefinition:
         for report, (start, end) in due:
             result = query_report(settings.serving_path, report, start, end)
             path = write_report(result, settings.reports_output_dir, "html")
-            context.log.info(f"{report.name}: {start} .. {end} -> {path}")
+            if result.note is None:
+                context.log.info(f"{report.name}: {start} .. {end} -> {path}")
+            else:
+                # Written all the same (the recipients expect it each morning), but flagged.
+                context.log.warning(f"{report.name}: {result.note} -> {path}")
+                context.add_output_metadata({f"{report.name}_note": result.note})
             written.append(str(path))
             try:
                 if settings.smtp_host and settings.report_email_to:

@@ -359,6 +359,15 @@ def test_the_morning_schedule_writes_and_mails_the_daily_summary_for_yesterday(
         f"The serving snapshot holds the days {held[0]} .. {held[1]}, so only part of "
         f"{first} .. {SUNDAY} has data" in daily.read_text()
     )
+    # ... and so does the run, in the output's metadata shown in the Dagster UI.
+    (output,) = [
+        event
+        for event in result.events_for_node("write_scheduled_reports")
+        if event.event_type_value == "STEP_OUTPUT"
+    ]
+    notes = {k: v.value for k, v in output.step_output_data.metadata.items()}
+    assert list(notes) == ["daily_summary_note"]
+    assert notes["daily_summary_note"].startswith("The serving snapshot holds the days")
     assert [m["Subject"] for m in inbox.messages] == [
         f"Sluice report daily_summary: {SUNDAY}",
         f"Sluice report signup_funnel: {SUNDAY}",
