@@ -1,8 +1,11 @@
 """The ``sluice`` command line: generate, load, materialize, demo, status, dev, serve, keys,
 report.
 
-Runs go through the Dagster instance in the data directory, so the UI shows them. Errors a
-user can cause print one line and exit non-zero. Settings come from ``sluice.settings``.
+Runs go through the Dagster instance in the data directory, so the UI shows them; a run's
+logs go to the data directory's run log, and the command prints what the run loaded and built.
+Errors a user can cause print one line and exit non-zero. Output that is not to a terminal
+(a log, a pipe, CI) is plain full lines: nothing wrapped or cut, no spinners. Settings come
+from ``sluice.settings``.
 """
 
 from __future__ import annotations
@@ -17,13 +20,35 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sluice.settings import Settings, SettingsError, load_settings, parse_date, record_start_date
+from sluice.settings import (
+    RAW_REJECTED_TABLE,
+    RAW_SCHEMA,
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_date,
+    record_start_date,
+)
 
 if TYPE_CHECKING:
     from ingestion.api.keys import KeyStore
+    from sluice.runs import RunOutcome
+
+# Wide enough for any line or table Sluice prints: only a limit that nothing reaches.
+_UNLIMITED_WIDTH = 100_000
+
+
+def _make_console() -> Console:
+    """A console on stdout. In a terminal, rich's own (wrapped to its width, with spinners);
+    elsewhere (a log, a pipe, CI) full lines, as printed, and tables at their natural width,
+    so nothing is wrapped or cut to a width nobody sees (nor to ``COLUMNS``)."""
+    if sys.stdout.isatty():
+        return Console(file=sys.stdout)
+    return Console(file=sys.stdout, width=_UNLIMITED_WIDTH, soft_wrap=True, highlight=False)
+
 
 # Bound to the terminal now: runs send dbt's own console output to the run log.
-console = Console(file=sys.stdout)
+console = _make_console()
 
 DEMO_DAYS = 30
 DEMO_USERS = 2000
@@ -78,10 +103,50 @@ def generate(start: dt.date, days: int, users: int, seed: int, out: Path | None)
     )
 
 
-def _report_run(outcome, what: str) -> None:  # type: ignore[no-untyped-def]
+def _report_run(outcome: RunOutcome, what: str) -> None:
+    """One line for the run, then what it loaded and built (a failure is one line only)."""
     if not outcome.success:
         _fail(f"{what} failed (run {outcome.run_id}): {outcome.message}")
-    console.print(f"{what} succeeded (run {outcome.run_id})")
+    for warning in outcome.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    console.print(f"{what} succeeded (run {outcome.run_id})", markup=False)
+    for line in run_summary(outcome):
+        console.print(line, markup=False)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def run_summary(outcome: RunOutcome) -> list[str]:
+    """The lines that say what a run did: files and rows loaded and rejected, days built, and
+    the rows of each fact and mart in the days it rebuilt."""
+    lines = []
+    load = outcome.load
+    if load is not None:
+        lines.append(
+            f"loaded {_count(load.loaded_rows, 'row')} from {_count(load.new_files, 'new file')}"
+            f" ({_count(load.skipped_files, 'file')} loaded before)"
+        )
+        rejected = f"rejected {_count(load.rejected_rows, 'row')}"
+        if load.rejected_rows:
+            reasons = ", ".join(
+                f"{count:,} {reason}"
+                for reason, count in sorted(
+                    load.rejected_by_reason.items(), key=lambda item: (-item[1], item[0])
+                )
+            )
+            rejected += f" ({reasons}): see {RAW_SCHEMA}.{RAW_REJECTED_TABLE}"
+        lines.append(rejected)
+    days = outcome.days_built
+    if days:
+        span = days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
+        lines.append(f"built {_count(len(days), 'day')} ({span})")
+    if outcome.rows_in_window:
+        lines.append("rows in the days each model rebuilt:")
+        width = max(len(key) for key in outcome.rows_in_window)
+        lines += [f"  {key:<{width}}  {rows:>12,}" for key, rows in outcome.rows_in_window.items()]
+    return lines
 
 
 @main.command()
@@ -102,14 +167,17 @@ def load() -> None:
 @click.option("--end", required=True, callback=_date, help="Last day (included), YYYY-MM-DD.")
 def materialize(start: dt.date, end: dt.date) -> None:
     """Load, then build facts and marts for START..END as one run (one dbt invocation)."""
-    from sluice.runs import materialize_range
+    from sluice.runs import check_range, materialize_range
 
     settings = _settings()
     try:
-        with console.status(f"loading and building {start} .. {end}"):
-            outcome = materialize_range(settings, start, end)
+        check_range(settings, start, end)
     except ValueError as error:
         _fail(str(error))
+    if not settings.landing_dir.is_dir():
+        _fail(f"no landing folder at {settings.landing_dir}; run `sluice generate` first")
+    with console.status(f"loading and building {start} .. {end}"):
+        outcome = materialize_range(settings, start, end)
     _report_run(outcome, f"materialize {start} .. {end}")
 
 
@@ -206,11 +274,13 @@ def dev() -> None:
 
     settings = _settings()
     prepare(settings)
-    dagster = Path(sys.executable).with_name("dagster")
-    args = [str(dagster), "dev", "-w", str(REPO_DIR / "workspace.yaml")]
+    # `dg dev` with a workspace file starts the webserver and the daemon as `dagster dev`
+    # did, which Dagster 1.13 marks superseded.
+    dg = Path(sys.executable).with_name("dg")
+    args = [str(dg), "dev", "-w", str(REPO_DIR / "workspace.yaml")]
     args += ["-h", "127.0.0.1", "-p", str(settings.dagster_port)]
     os.chdir(REPO_DIR)
-    os.execve(str(dagster), args, {**os.environ, **settings.subprocess_env()})
+    os.execve(str(dg), args, {**os.environ, **settings.subprocess_env()})
 
 
 @main.command()

@@ -1,23 +1,44 @@
 """Run Sluice's Dagster jobs in this process against the data directory's Dagster instance,
-so every run a command starts shows in the UI (``make dev``) like any other run."""
+so every run a command starts shows in the UI (``make dev``) like any other run.
+
+A run's console output (dbt's, dlt's and Dagster's own logs, tracebacks included) goes to the
+data directory's run log; what the command shows is read back from the run: one line when it
+failed, the load's and the build's counts from the assets' materializations, and the warnings
+the assets logged.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
 from orchestration.definitions import build_definitions
 from orchestration.transform.automation import range_tags
 from sluice.prepare import prepare
-from sluice.settings import Settings
+from sluice.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE, RAW_SCHEMA, Settings
 
 
 class RunFailed(RuntimeError):
     """A Dagster run failed; the message is one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """What a run's load did, from the load asset's materialization metadata
+    (orchestration/ingest/assets.py)."""
+
+    new_files: int
+    skipped_files: int
+    loaded_rows: int
+    rejected_rows: int
+    rejected_by_reason: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -26,9 +47,45 @@ class RunOutcome:
     job_name: str
     success: bool
     message: str
+    # None when the run loaded nothing (a build-only job, or a failure before the load).
+    load: LoadSummary | None = None
+    # The daily partitions the run materialized, in order.
+    days_built: tuple[str, ...] = ()
+    # Per dbt model (asset key), its rows in the days the run replaced: the window, widened
+    # for the models whose rows depend on other days (orchestration/transform/assets.py).
+    rows_in_window: Mapping[str, int] = field(default_factory=dict)
+    # What the run's assets logged as warnings (late events beyond the lookback, say).
+    warnings: tuple[str, ...] = ()
 
 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_MISSING_TABLE = re.compile(r"Table with name (\w+) does not exist")
+# dbt's own summary of a failed node: "Runtime Error in model stg_events (models/...)"
+# and, on the next line, what went wrong.
+_DBT_ERROR = re.compile(r"^\s*(\w[\w ]* Error in \w+ \S+)[^\n]*\n\s*([^\n]+)", re.MULTILINE)
+_DBT_LOG = re.compile(r"view the dbt debug log: (\S+?)\.?\s*$", re.MULTILINE)
+
+
+def dbt_failure(text: str, settings: Settings) -> str | None:
+    """One line for a failed dbt invocation, from the errors dagster-dbt parsed from dbt's
+    log; None when the text is not from dbt."""
+    missing = _MISSING_TABLE.search(text)
+    if missing and missing.group(1) in (RAW_EVENTS_TABLE, RAW_REJECTED_TABLE):
+        # A warehouse that no load has written to: dbt's staging views find no raw tables.
+        return (
+            f"no events have been loaded yet ({RAW_SCHEMA}.{missing.group(1)} does not exist in "
+            f"{settings.warehouse_path}): put event files in {settings.landing_dir} "
+            "(`sluice generate`, or send them to `sluice serve`), then retry"
+        )
+    error = _DBT_ERROR.search(text)
+    if error is None:
+        return None
+    log = _DBT_LOG.search(text)
+    where = f" (dbt's log: {log.group(1)})" if log else ""
+    return f"dbt: {error.group(1)}: {error.group(2).strip()}{where}"
 
 
 def _failure_message(result: dg.ExecuteInProcessResult, settings: Settings) -> str:
@@ -40,7 +97,7 @@ def _failure_message(result: dg.ExecuteInProcessResult, settings: Settings) -> s
         while error is not None:
             texts.append(error.message.strip())
             error = error.cause
-        text = " | ".join(texts)
+        text = _ANSI.sub("", " | ".join(texts))
         # DuckDB's own words for a file another process holds ("block" has "lock" in it too).
         if "Could not set lock on file" in text or "Conflicting lock is held" in text:
             return (
@@ -53,9 +110,65 @@ def _failure_message(result: dg.ExecuteInProcessResult, settings: Settings) -> s
                 f"{settings.duckdb_memory_limit}, SLUICE_DUCKDB_THREADS={settings.duckdb_threads})"
                 ": raise the limit or use fewer threads, or build fewer days at once"
             )
+        dbt = dbt_failure(text, settings)
+        if dbt is not None:
+            return f"step {event.step_key} failed: {dbt}"
         first_line = texts[-1].splitlines()[0] if texts else "unknown error"
-        return f"step {event.step_key} failed: {first_line}"
+        log = settings.run_log_path
+        return f"step {event.step_key} failed: {first_line} (the run's log: {log})"
     return "the run failed; see the run's logs in the Dagster UI"
+
+
+def _values(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: getattr(value, "value", value) for name, value in metadata.items()}
+
+
+def _outcome(
+    result: dg.ExecuteInProcessResult,
+    job_name: str,
+    message: str,
+    warnings: tuple[str, ...],
+) -> RunOutcome:
+    """The outcome of a run, with what its assets' materializations say they did."""
+    load = None
+    days: set[str] = set()
+    rows: dict[str, int] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        metadata = _values(materialization.metadata)
+        if materialization.partition is not None:
+            days.add(materialization.partition)
+        if load is None and "loaded_rows" in metadata:
+            load = LoadSummary(
+                new_files=int(metadata["new_files"]),
+                skipped_files=int(metadata["skipped_files"]),
+                loaded_rows=int(metadata["loaded_rows"]),
+                rejected_rows=int(metadata["rejected_rows"]),
+                rejected_by_reason=dict(metadata.get("rejected_by_reason") or {}),
+            )
+        if "rows_in_window" in metadata:
+            # A range run materializes each day with the same counts: one entry per model.
+            rows[materialization.asset_key.to_user_string()] = int(metadata["rows_in_window"])
+    return RunOutcome(
+        result.run_id,
+        job_name,
+        result.success,
+        message,
+        load=load,
+        days_built=tuple(sorted(days)),
+        rows_in_window=dict(sorted(rows.items())),
+        warnings=warnings,
+    )
+
+
+def _logged_warnings(instance: dg.DagsterInstance, run_id: str) -> tuple[str, ...]:
+    """Warnings logged during the run (``context.log.warning``), not Dagster's events."""
+    warnings = []
+    for entry in instance.all_logs(run_id):
+        level = entry.level if isinstance(entry.level, int) else logging.getLevelName(entry.level)
+        if level >= logging.WARNING and not entry.is_dagster_event:
+            warnings.append(entry.user_message)
+    return tuple(warnings)
 
 
 def run_job(
@@ -71,22 +184,27 @@ def run_job(
     instance = instance or dg.DagsterInstance.from_config(str(settings.dagster_home))
     settings.run_log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # dbt's console output goes to the run log, not the terminal of whoever started it.
-        with settings.run_log_path.open("a") as log, contextlib.redirect_stdout(log):
+        # dbt's console output and Dagster's logs (a failed step's traceback among them) go to
+        # the run log, not the terminal of whoever started it: the command prints one line.
+        with (
+            settings.run_log_path.open("a") as log,
+            contextlib.redirect_stdout(log),
+            contextlib.redirect_stderr(log),
+        ):
             result = job.execute_in_process(
                 instance=instance, tags=dict(tags or {}), run_config=_QUIET, raise_on_error=False
             )
+        warnings = _logged_warnings(instance, result.run_id)
     finally:
         if own_instance:
             instance.dispose()
     message = "" if result.success else _failure_message(result, settings)
-    return RunOutcome(result.run_id, job_name, result.success, message)
+    return _outcome(result, job_name, message, warnings)
 
 
-def materialize_range(
-    settings: Settings, first: dt.date, last: dt.date, job_name: str = "elt"
-) -> RunOutcome:
-    """Load, then build facts and marts for first..last (both included) as ONE run."""
+def check_range(settings: Settings, first: dt.date, last: dt.date) -> None:
+    """Raise ValueError, with a message a user can act on, unless first..last (both
+    included) are days of the daily partitions that are over."""
     if last < first:
         raise ValueError(f"--end {last} is before --start {first}")
     if first < settings.start_date:
@@ -99,4 +217,11 @@ def materialize_range(
         raise ValueError(
             f"--end {last} is after yesterday ({yesterday}): a day is built once it is over"
         )
+
+
+def materialize_range(
+    settings: Settings, first: dt.date, last: dt.date, job_name: str = "elt"
+) -> RunOutcome:
+    """Load, then build facts and marts for first..last (both included) as ONE run."""
+    check_range(settings, first, last)
     return run_job(settings, job_name, range_tags(first.isoformat(), last.isoformat()))

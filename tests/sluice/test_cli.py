@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import duckdb
 import pytest
 
 from sluice.settings import Settings
 
-SLUICE = str(Path(sys.executable).with_name("sluice"))
-
-
-def sluice(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SLUICE, *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {}), "COLUMNS": "120"},
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr + result.stdout
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
+from .run_cli import assert_one_line_error, sluice
 
 
 @pytest.mark.parametrize(
