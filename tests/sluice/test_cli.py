@@ -9,9 +9,9 @@ import sys
 import duckdb
 import pytest
 
-from sluice.settings import Settings
+from sluice.settings import START_DATE_FILE, Settings, load_settings
 
-from .run_cli import assert_one_line_error, sluice
+from .run_cli import assert_one_line_error, assert_only_error_line, sluice, table_rows
 
 
 @pytest.mark.parametrize(
@@ -25,6 +25,51 @@ from .run_cli import assert_one_line_error, sluice
 def test_bad_dates_give_one_clear_line(make_settings, args: list[str], needle: str) -> None:
     make_settings(dt.date(2026, 1, 1))
     assert_one_line_error(sluice(*args), needle)
+
+
+def test_materialize_builds_only_partitioned_days_that_are_over(make_settings) -> None:
+    today = dt.date.today()
+    first = today - dt.timedelta(days=5)
+    make_settings(first)
+    yesterday = today - dt.timedelta(days=1)
+    assert_only_error_line(
+        sluice("materialize", "--start", str(first), "--end", str(today)),
+        f"--end {today} is after yesterday ({yesterday}): a day is built once it is over",
+    )
+    before = first - dt.timedelta(days=1)
+    assert_only_error_line(
+        sluice("materialize", "--start", str(before), "--end", str(first)),
+        f"--start {before} is before the first partition {first}",
+        "SLUICE_START_DATE",
+    )
+
+
+def test_generate_records_the_start_date_that_later_commands_use(
+    make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings: Settings = make_settings(dt.date(2000, 1, 1))
+    monkeypatch.delenv("SLUICE_START_DATE")
+    today = dt.date.today()
+    first = today - dt.timedelta(days=3)
+    generated = sluice("generate", "--start", str(first), "--days", "1", "--users", "20")
+    assert generated.returncode == 0, generated.stderr
+    assert (settings.data_dir / START_DATE_FILE).read_text().strip() == str(first)
+    assert load_settings().start_date == first
+    # Events written elsewhere (--out) do not move the partitions.
+    elsewhere = str(settings.data_dir.parent / "elsewhere")
+    moved = sluice("generate", "--start", "2020-01-01", "--days", "1", "--out", elsewhere)
+    assert moved.returncode == 0, moved.stderr
+    assert load_settings().start_date == first
+
+    before = first - dt.timedelta(days=1)
+    assert_only_error_line(
+        sluice("materialize", "--start", str(before), "--end", str(first)),
+        f"--start {before} is before the first partition {first}",
+    )
+    status = sluice("status")
+    assert status.returncode == 0, status.stderr
+    # Three daily partitions: the recorded first day up to yesterday.
+    assert table_rows(status.stdout)["core/fct_events"][:3] == ["0/3", "3", "0"]
 
 
 @pytest.mark.parametrize(
