@@ -2,8 +2,9 @@
 launches them, through Dagster's GraphQL API, against `sluice dev` (webserver and daemon).
 
 One data directory is built for the module (four days, loaded and built by the CLI's run);
-the UI then materializes one mart's partition, backfills one mart and the marts group over a
-range, and materializes one raw asset alone. Each must succeed, build a range in one run, and
+the UI then materializes one mart's partition and everything for one partition, runs one
+check alone, backfills one mart and the marts group over a range, and materializes one raw
+asset alone. Each must succeed, build a range in one run, and
 leave the serving snapshot republished by the run that followed.
 """
 
@@ -290,6 +291,33 @@ def test_materialize_one_partition_of_one_mart(ui: DagsterUI) -> None:
     assert checks["yesterday_partition_built"], "yesterday was built by the CLI's run"
     publish = ui.wait_publish_after(run_id)
     assert ui.snapshot_version() == publish != before
+
+
+def test_materialize_all_for_one_partition(ui: DagsterUI) -> None:
+    nodes = ui.graphql("{ assetNodes { assetKey { path } isMaterializable } }")["assetNodes"]
+    paths = [node["assetKey"]["path"] for node in nodes if node["isMaterializable"]]
+    run = ui.wait_run(ui.launch_run(paths, {"dagster/partition": FIRST.isoformat()}))
+    assert run["status"] == "SUCCESS"
+    assert {key for key, _ in _materialized(run)} == {"/".join(path) for path in paths}
+    checks = _checks(run)
+    assert len(checks) > 20 and all(checks.values()), checks
+
+
+def test_execute_one_check_alone(ui: DagsterUI) -> None:
+    check = {"assetKey": {"path": ["marts", "dau"]}, "name": "yesterday_partition_built"}
+    selector = {
+        "repositoryLocationName": ui.location,
+        "repositoryName": ui.repository,
+        "jobName": "__ASSET_JOB",
+        "assetSelection": [],
+        "assetCheckSelection": [check],
+    }
+    params = {"selector": selector, "mode": "default", "runConfigData": "{}"}
+    launched = ui.graphql(LAUNCH_RUN, params=params)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run = ui.wait_run(launched["run"]["runId"])
+    assert run["status"] == "SUCCESS"
+    assert _checks(run) == {"yesterday_partition_built": True}
 
 
 def test_backfill_one_mart_over_a_range_is_one_run(ui: DagsterUI) -> None:
