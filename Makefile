@@ -26,7 +26,7 @@ $(DUCKDB1)/.installed:
 
 # Parse the dbt project into target/manifest.json (Dagster reads it) and set up $DAGSTER_HOME.
 prepare: install $(DUCKDB1)/.installed
-	$(BIN)/python -c "from sluice.prepare import prepare; from sluice.settings import load_settings; prepare(load_settings())"
+	$(BIN)/python -c "from orchestration.prepare import prepare; from common.settings import load_settings; prepare(load_settings())"
 
 demo: prepare
 	$(BIN)/sluice demo
@@ -42,6 +42,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/sqlfluff lint dbt_project
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Benchmarks against plain baselines: SIZE=S (~1M events, minutes), M (~10M), L (~50M).
 # Writes docs/benchmarks.md (the size's section) and bench/results/$(SIZE).json.

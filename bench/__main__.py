@@ -27,7 +27,7 @@ from bench import backfill, end_to_end, generator, history, ingest, load, memory
 from bench.context import Context
 from bench.measure import MismatchError
 from bench.sizes import SIZES
-from sluice.settings import REPO_DIR
+from common.settings import REPO_DIR
 
 BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "generator": generator.run,

@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from sluice.settings import DBT_PROJECT_DIR
+from common.settings import DBT_PROJECT_DIR
 
 RATES_CSV = DBT_PROJECT_DIR / "seeds" / "currency_rates.csv"
 

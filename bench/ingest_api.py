@@ -249,7 +249,7 @@ def _median(values: list[float]) -> float:
 
 def run(workdir: Path) -> dict[str, Any]:
     """Measure the API and its baseline (median of REPEATS rounds); returns JSON-able figures."""
-    from ingestion.api.keys import KeyStore
+    from common.keys import KeyStore
 
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "data"

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from sluice.settings import REPO_DIR
+from common.settings import REPO_DIR
 
 RESULTS_DIR = REPO_DIR / "bench" / "results"
 DOC = REPO_DIR / "docs" / "benchmarks.md"

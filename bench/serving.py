@@ -112,8 +112,8 @@ def _windows(last: dt.date) -> list[tuple[dt.date, dt.date]]:
 
 
 def _report_sql() -> dict[str, str]:
+    from common.settings import REPORTS_DIR
     from serving.reports import _PARAMETER, find_report
-    from sluice.settings import REPORTS_DIR
 
     return {name: _PARAMETER.sub(r"$\1", find_report(REPORTS_DIR, name).sql) for name in REPORTS}
 
@@ -174,8 +174,8 @@ def api_latency(data_dir: Path, last: dt.date, log: Path) -> dict[str, dict[str,
     import httpx
 
     from bench.ingest_api import _free_port
-    from ingestion.api.keys import KeyStore
-    from sluice.settings import load_settings
+    from common.keys import KeyStore
+    from common.settings import load_settings
 
     env = {
         **os.environ,
@@ -288,8 +288,8 @@ def publish_times(workdir: Path, last: dt.date) -> list[dict[str, Any]]:
 
 
 def run(workdir: Path) -> dict[str, Any]:
+    from common.settings import load_settings
     from serving.snapshot import publish_snapshot
-    from sluice.settings import load_settings
 
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]

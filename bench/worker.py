@@ -3,7 +3,7 @@
 A fresh process per step keeps one step's memory and caches out of the next one's figures.
 The last line printed is a JSON object with ``seconds`` (the work itself, without start-up
 and imports) and what the benchmark needs to check the output. Reads SLUICE_* variables
-(through ``sluice.settings``) only for the Sluice tasks.
+(through ``common.settings``) only for the Sluice tasks.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def sluice_load(params: dict[str, Any]) -> dict[str, Any]:
     """Sluice's load step: the dlt pipeline over the landing source, as the load asset runs it."""
     import duckdb
 
+    from common.settings import load_settings
     from ingestion.landing_source import LoadReport, landing_source
     from ingestion.pipeline import make_pipeline
-    from sluice.settings import load_settings
 
     settings = load_settings()
     started = time.perf_counter()
@@ -96,9 +96,9 @@ def baseline_marts(params: dict[str, Any]) -> dict[str, Any]:
 
 def sluice_materialize(params: dict[str, Any]) -> dict[str, Any]:
     """Landing to marts through Dagster: ``sluice materialize --start .. --end ..``."""
-    from sluice.prepare import prepare
+    from common.settings import load_settings
+    from orchestration.prepare import prepare
     from sluice.runs import materialize_range
-    from sluice.settings import load_settings
 
     settings = load_settings()
     prepare(settings)  # what `make` does before any command: not part of the run

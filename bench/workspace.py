@@ -18,8 +18,8 @@ import duckdb
 
 from bench.measure import Run, run_process, run_worker
 from bench.sizes import FIRST_DAY
-from sluice.dbt_window import WINDOW_BUILD, window_env
-from sluice.settings import dbt_executable
+from common.settings import dbt_executable
+from orchestration.transform.window import WINDOW_BUILD, window_env
 
 SEED = 7
 
@@ -107,8 +107,8 @@ class DataDir:
 
     def dbt_build(self, first: dt.date | None, last: dt.date | None, *extra: str) -> DbtRun:
         """``dbt build`` over first..last (both None: the whole history) as Sluice's runs
-        invoke it (``sluice.dbt_window``: without unit tests, the window in the environment),
-        plus ``extra`` arguments; timed."""
+        invoke it (``orchestration.transform.window``: without unit tests, the window in the
+        environment), plus ``extra`` arguments; timed."""
         project = self.source / "dbt_project"
         args = [dbt_executable(), *WINDOW_BUILD, *extra]
         env = dict(self.env)

@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.pipeline.exceptions import CannotRestorePipelineException
 
+from common.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE
 from ingestion.landing import StagedFiles, batches, landing_files, stage_files
-from sluice.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE
 
 SOURCE_NAME = "landing"
 # The resource whose dlt state lists the loaded files (see landing_file_contents).

@@ -12,7 +12,7 @@ import logging
 import dlt
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
-from sluice.settings import RAW_SCHEMA, Settings
+from common.settings import RAW_SCHEMA, Settings
 
 PIPELINE_NAME = "sluice_landing"
 LOADER_FILE_FORMAT = "parquet"

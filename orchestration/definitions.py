@@ -1,6 +1,6 @@
 """The one Dagster entry point: binds assets, resources, jobs and global policies once.
 
-Settings come from ``sluice.settings`` (the environment). Every asset that opens the
+Settings come from ``common.settings`` (the environment). Every asset that opens the
 warehouse joins the pool ``duckdb_warehouse``, whose limit of 1 is set in the instance's
 ``dagster.yaml``; jobs run in process because a subprocess per step costs seconds.
 """
@@ -10,9 +10,11 @@ from __future__ import annotations
 import dagster as dg
 from dagster_dlt import DagsterDltResource
 
+from common.settings import Settings, load_settings
 from orchestration.ingest.assets import RAW_EVENTS_KEY, build_ingest_assets
 from orchestration.ingest.sensors import build_landing_sensor
 from orchestration.lib import daily_partitions
+from orchestration.prepare import prepare
 from orchestration.serve.assets import SNAPSHOT_KEY, build_serve_assets
 from orchestration.serve.reports import build_reports_job, build_reports_schedule
 from orchestration.serve.sensors import build_snapshot_sensor
@@ -24,8 +26,6 @@ from orchestration.transform.assets import (
 )
 from orchestration.transform.automation import build_daily_schedule, build_late_events_sensor
 from orchestration.transform.checks import build_yesterday_check
-from sluice.prepare import prepare
-from sluice.settings import Settings, load_settings
 
 ELT_JOB = "elt"
 LOAD_JOB = "load"

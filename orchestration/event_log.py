@@ -5,7 +5,7 @@ event before it starts and one materialization when dbt is done: 660 events for 
 and 30 days. Dagster's SQLite storage opens, commits and closes both of its databases (the
 run's and the cross-run index) for every one of them, about 8-13 ms each, a third of a
 30-day run at 1M events. Dagster already hands these events over in batches when
-``DAGSTER_EVENT_BATCH_SIZE`` is set (``sluice/settings.py`` sets it for every process); this
+``DAGSTER_EVENT_BATCH_SIZE`` is set (``common/settings.py`` sets it for every process); this
 storage writes a batch's rows in the run's database in one transaction, and its asset
 events' rows in the index in one more. Asset check evaluations keep Dagster's index writes,
 one per event (a run has one per check, not one per day). Every other event, and a batch it

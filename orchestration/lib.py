@@ -16,7 +16,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
-from sluice.settings import Settings
+from common.settings import Settings
 
 GROUP_INGEST = "ingest"
 GROUP_TRANSFORM = "transform"

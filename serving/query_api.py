@@ -44,7 +44,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingestion.api.metrics import LATENCY_BUCKETS, Histogram
+from common.metrics import LATENCY_BUCKETS, Histogram
+from common.settings import REPO_DIR, REPORTS_DIR, Settings
 from serving.cache import ResultCache, ttl_for
 from serving.guardrails import (
     QueryLimits,
@@ -68,7 +69,6 @@ from serving.reports import (
 from serving.reports import list_reports as load_reports
 from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing, SnapshotVersion
 from serving.workers import QueryWorkers
-from sluice.settings import REPO_DIR, REPORTS_DIR, Settings
 
 DASHBOARD_PAGE = Path(__file__).with_name("dashboard.html")
 # A report range longer than this uses approx_count_distinct when the caller asks (approx=true).

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from sluice.durable import fsync_path
+from common.durable import fsync_path
 
 # The oldest storage format DuckDB 2.x can write; DuckDB 1.0 and later open it.
 STORAGE_VERSION = "v1.0.0"

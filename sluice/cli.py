@@ -5,7 +5,7 @@ Runs go through the Dagster instance in the data directory, so the UI shows them
 logs go to the data directory's run log, and the command prints what the run loaded and built.
 Errors a user can cause print one line and exit non-zero. Output that is not to a terminal
 (a log, a pipe, CI) is plain full lines: nothing wrapped or cut, no spinners. Settings come
-from ``sluice.settings``.
+from ``common.settings``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sluice.settings import (
+from common.settings import (
     RAW_REJECTED_TABLE,
     RAW_SCHEMA,
     Settings,
@@ -31,7 +31,7 @@ from sluice.settings import (
 )
 
 if TYPE_CHECKING:
-    from ingestion.api.keys import KeyStore
+    from common.keys import KeyStore
     from sluice.runs import RunOutcome
 
 # Wide enough for any line or table Sluice prints: only a limit that nothing reaches.
@@ -269,8 +269,8 @@ def status() -> None:
 @main.command()
 def dev() -> None:
     """Start the Dagster UI and daemon on this data directory's instance."""
-    from sluice.prepare import prepare
-    from sluice.settings import REPO_DIR
+    from common.settings import REPO_DIR
+    from orchestration.prepare import prepare
 
     settings = _settings()
     prepare(settings)
@@ -292,7 +292,7 @@ def serve(host: str | None, port: int | None) -> None:
     """Run the ingest API (Segment's HTTP Tracking API) in front of the landing area, and the
     query API and dashboard over the serving snapshot."""
     from ingestion.api.segments import LandingLocked
-    from ingestion.api.server import serve as run_server
+    from sluice.server import serve as run_server
 
     settings = _settings()
     host = host or settings.api_host
@@ -311,7 +311,7 @@ def keys() -> None:
 
 
 def _key_store() -> KeyStore:
-    from ingestion.api.keys import KeyStore
+    from common.keys import KeyStore
 
     return KeyStore(_settings().api_keys_path)
 
@@ -324,7 +324,7 @@ def _key_store() -> KeyStore:
 def keys_create(name: str, read: bool) -> None:
     """Create a write key for the source NAME (or, with --read, a read key named NAME) and
     print it (it is shown only this once)."""
-    from ingestion.api.keys import KeyFileError
+    from common.keys import KeyFileError
 
     try:
         key = _key_store().create(name, kind="read" if read else "write")
@@ -338,7 +338,7 @@ def keys_create(name: str, read: bool) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """Key names, their kind (write or read), when they were created, and if revoked."""
-    from ingestion.api.keys import KeyFileError
+    from common.keys import KeyFileError
 
     try:
         entries = _key_store().list()
@@ -356,7 +356,7 @@ def keys_list() -> None:
 @click.argument("name")
 def keys_revoke(name: str) -> None:
     """Revoke the key of NAME; a running server refuses it from the next request."""
-    from ingestion.api.keys import KeyFileError
+    from common.keys import KeyFileError
 
     try:
         _key_store().revoke(name)
@@ -373,8 +373,8 @@ def report() -> None:
 @report.command("list")
 def report_list() -> None:
     """The saved reports, their schedules and charts."""
+    from common.settings import REPORTS_DIR
     from serving.reports import ReportError, list_reports
-    from sluice.settings import REPORTS_DIR
 
     try:
         reports = list_reports(REPORTS_DIR)
@@ -414,10 +414,10 @@ def report_run(
     name: str, start: dt.date, end: dt.date, fmt: str, email: bool, webhook: bool
 ) -> None:
     """Run the saved report NAME for START..END on the serving snapshot and write a file."""
+    from common.settings import REPORTS_DIR
     from serving.delivery import DeliveryError, post_webhook, send_report
     from serving.reports import ReportError, find_report, query_report, require_rows, write_report
     from serving.snapshot import SnapshotMissing
-    from sluice.settings import REPORTS_DIR
 
     settings = _settings()
     try:

@@ -19,10 +19,10 @@ from typing import Any
 
 import dagster as dg
 
+from common.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE, RAW_SCHEMA, Settings
 from orchestration.definitions import build_definitions
+from orchestration.prepare import prepare
 from orchestration.transform.automation import range_tags
-from sluice.prepare import prepare
-from sluice.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE, RAW_SCHEMA, Settings
 
 
 class RunFailed(RuntimeError):

@@ -12,10 +12,10 @@ import dagster as dg
 from croniter import croniter  # type: ignore[import-untyped]
 from dagster._core.definitions.freshness import CronFreshnessPolicy, TimeWindowFreshnessPolicy
 
+from common.settings import Settings
 from orchestration.definitions import build_definitions
+from orchestration.prepare import prepare
 from orchestration.transform.automation import RANGE_END_TAG, RANGE_START_TAG
-from sluice.prepare import prepare
-from sluice.settings import Settings
 
 
 @dataclass(frozen=True)

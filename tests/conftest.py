@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice.settings import Settings, load_settings
+from common.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@
 ``writeKey`` in the body (a read key is refused); bodies may be gzip. Every message a request
 carries is appended to the write key's source's landing segment before the answer;
 ``{"success": true}`` says how many of them the loader will accept and which it will
-quarantine. Reads no environment: the settings come in through ``create_app``.
+quarantine. Reads no environment: the settings come in through ``IngestApi``.
 
 The same app serves the read side, ``serving/query_api.py`` (reports, ad-hoc SQL on the
 serving snapshot, the dashboard) for read keys; its figures are appended to ``/metrics``.
@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -34,16 +34,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingestion.api.keys import KeyFileError, KeyStore
+from common.keys import KeyFileError, KeyStore
+from common.metrics import Metrics
+from common.settings import Settings
 from ingestion.api.messages import TimestampParser, dumps, iso, stamp
-from ingestion.api.metrics import Metrics
 from ingestion.api.ratelimit import RateLimiter
 from ingestion.api.segments import GroupCommitter, SegmentWriter, lock_landing, recover
 from ingestion.landing import LANDING_SUFFIX, valid_utf8
-from sluice.settings import Settings
-
-if TYPE_CHECKING:
-    from serving.query_api import QueryApi
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
@@ -318,6 +315,15 @@ class IngestApi:
             answer["errors"] = errors
         return _json(answer)
 
+    def routes(self) -> list[Route]:
+        """The ingest routes; ``/v1/{kind}`` takes any path under /v1, so a server mounts
+        other /v1 routes before these."""
+        return [
+            Route("/v1/{kind}", self.ingest, methods=["POST"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/metrics", self.metrics_text, methods=["GET"]),
+        ]
+
     async def healthz(self, _request: Request) -> Response:
         return _json({"status": "ok"})
 
@@ -343,34 +349,3 @@ class IngestApi:
             state = json.loads(state_path.read_text())
             loaded = state["sources"]["landing"]["resources"]["landing_files"]["loaded_files"]
         return len(closed - set(loaded))
-
-
-def create_app(
-    settings: Settings, api: IngestApi | None = None, query_api: QueryApi | None = None
-) -> Starlette:
-    from serving.query_api import QueryApi
-
-    api = api or IngestApi(settings)
-    query_api = query_api or QueryApi(settings, api.keys)
-    api.extra_metrics.append(query_api.render_metrics)
-    routes = [
-        # Before /v1/{kind}, which would take POST /v1/query for an event type.
-        *query_api.routes(),
-        Route("/v1/{kind}", api.ingest, methods=["POST"]),
-        Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/metrics", api.metrics_text, methods=["GET"]),
-    ]
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with api.lifespan(app):
-            try:
-                yield
-            finally:
-                # The snapshot connection, the query workers and the quota file.
-                query_api.close()
-
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.api = api
-    app.state.query_api = query_api
-    return app

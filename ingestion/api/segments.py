@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from common.durable import fsync_path
 from ingestion.landing import LANDING_SUFFIX
-from sluice.durable import fsync_path
 
 OPEN_SUFFIX = LANDING_SUFFIX + ".tmp"
 LOCK_NAME = ".ingest-api.lock"

@@ -8,16 +8,16 @@ import dagster as dg
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
-from ingestion.landing_source import LoadReport, landing_source
-from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline
-from orchestration.lib import GROUP_INGEST, OWNER_PLATFORM, RAW_FRESHNESS, late_days
-from sluice.settings import (
+from common.settings import (
     RAW_EVENTS_TABLE,
     RAW_REJECTED_TABLE,
     RAW_SCHEMA,
     WAREHOUSE_POOL,
     Settings,
 )
+from ingestion.landing_source import LoadReport, landing_source
+from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline
+from orchestration.lib import GROUP_INGEST, OWNER_PLATFORM, RAW_FRESHNESS, late_days
 
 RAW_EVENTS_KEY = dg.AssetKey([RAW_SCHEMA, RAW_EVENTS_TABLE])
 LOAD_OP_NAME = "load_landing_files"

@@ -4,10 +4,10 @@ import hashlib
 
 import dagster as dg
 
+from common.settings import Settings
 from ingestion.landing_source import new_landing_files
 from ingestion.pipeline import PIPELINE_NAME
 from orchestration.lib import AssetJob
-from sluice.settings import Settings
 
 
 def build_landing_sensor(settings: Settings, load_job: AssetJob) -> dg.SensorDefinition:

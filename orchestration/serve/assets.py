@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from common.settings import MARTS_SCHEMA, WAREHOUSE_POOL, Settings
 from orchestration.lib import GROUP_SERVE, OWNER_PLATFORM
 from serving.snapshot import publish_parquet, publish_snapshot
-from sluice.settings import MARTS_SCHEMA, WAREHOUSE_POOL, Settings
 
 SNAPSHOT_KEY = dg.AssetKey(["serving", "snapshot"])
 

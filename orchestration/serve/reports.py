@@ -9,10 +9,10 @@ import datetime as dt
 
 import dagster as dg
 
+from common.settings import REPORTS_DIR, Settings
 from serving.delivery import DeliveryError, post_webhook, send_report
 from serving.reports import list_reports, query_report, scheduled_window, write_report
 from serving.snapshot import connect_snapshot
-from sluice.settings import REPORTS_DIR, Settings
 
 REPORTS_JOB = "scheduled_reports"
 REPORTS_OP = "write_scheduled_reports"

@@ -1,9 +1,9 @@
 """dbt models as Dagster assets, partitioned by UTC day.
 
 A run over any range of days is ONE ``dbt build`` (without dbt's unit tests) with the range
-passed in the environment (``sluice/dbt_window.py`` says why); incremental models replace
-exactly that window. After dbt finishes, each partitioned model gets
-row counts per partition the run replaced and marts a preview.
+passed in the environment (``orchestration/transform/window.py`` says why); incremental
+models replace exactly that window. After dbt finishes, each partitioned model gets a few
+figures of the days the run replaced, and marts a preview.
 """
 
 import contextlib
@@ -22,15 +22,15 @@ import duckdb
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 from packaging.version import Version
 
-from orchestration.lib import SluiceDbtTranslator, daily_partitions, window_dates
-from sluice.dbt_window import WINDOW_BUILD, window_env
-from sluice.settings import (
+from common.settings import (
     DBT_PROJECT_DIR,
     MARTS_SCHEMA,
     WAREHOUSE_POOL,
     Settings,
     dbt_executable,
 )
+from orchestration.lib import SluiceDbtTranslator, daily_partitions, window_dates
+from orchestration.transform.window import WINDOW_BUILD, window_env
 
 DBT_OP_NAME = "dbt_models"
 PREVIEW_ROWS = 10

@@ -6,8 +6,8 @@ from typing import Any
 
 import dagster as dg
 
+from common.settings import Settings
 from orchestration.lib import AssetJob, late_days
-from sluice.settings import Settings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

@@ -17,7 +17,7 @@ import pytest
 from bench import ingest_api, load, report
 from bench.__main__ import run_all, write_results
 from bench.measure import MismatchError, expect_rows_equal, run_worker
-from sluice.settings import REPO_DIR
+from common.settings import REPO_DIR
 
 
 def test_load_benchmark_measures_and_checks(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from bench import serving
 from bench.__main__ import run_all
-from sluice.settings import REPO_DIR
+from common.settings import REPO_DIR
 
 
 def test_serving_benchmark_runs_in_the_harness(

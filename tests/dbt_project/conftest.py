@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from sluice.settings import DBT_PROJECT_DIR, dbt_executable
+from common.settings import DBT_PROJECT_DIR, dbt_executable
 
 from .raw_events import create_raw_warehouse
 

@@ -15,8 +15,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from sluice.dbt_window import WINDOW_BUILD, window_env
-from sluice.settings import DBT_PROJECT_DIR, DEFAULT_DUCKDB_MEMORY_LIMIT, DEFAULT_DUCKDB_THREADS
+from common.settings import DBT_PROJECT_DIR, DEFAULT_DUCKDB_MEMORY_LIMIT, DEFAULT_DUCKDB_THREADS
+from orchestration.transform.window import WINDOW_BUILD, window_env
 
 from .conftest import BuiltWarehouse, Warehouse
 from .raw_events import RAW_EVENTS, RawEvent, insert_raw_events

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from sluice.settings import DBT_PROJECT_DIR, REPO_DIR
+from common.settings import DBT_PROJECT_DIR, REPO_DIR
 
 from .raw_events import create_raw_warehouse
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import duckdb
 
+from common.settings import Settings
 from ingestion.landing import batches
 from ingestion.landing_source import STAGING_FOLDER, LoadReport, landing_source
 from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline
-from sluice.settings import Settings
 
 GOOD = [
     {

@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from sluice.settings import DBT_PROJECT_DIR
+from common.settings import DBT_PROJECT_DIR
 
 TYPES = {"track", "identify", "page", "screen", "group", "alias"}
 ACTIVE = {"track", "page", "screen"}

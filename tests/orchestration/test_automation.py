@@ -8,7 +8,7 @@ import dagster as dg
 
 from orchestration.definitions import build_definitions
 from orchestration.lib import late_days
-from sluice.prepare import prepare
+from orchestration.prepare import prepare
 
 
 def test_landing_sensor_requests_a_load_only_for_files_not_loaded(make_settings) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from common.settings import REPO_DIR, WAREHOUSE_POOL
 from orchestration.definitions import build_definitions
-from sluice.prepare import prepare
-from sluice.settings import REPO_DIR, WAREHOUSE_POOL
+from orchestration.prepare import prepare
 
 SNAPSHOT = Path(__file__).with_name("asset_specs.json")
 

@@ -13,8 +13,8 @@ import dagster as dg
 import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
+from common.settings import DAGSTER_YAML_TEMPLATE
 from orchestration.event_log import BatchingSqliteEventLogStorage
-from sluice.settings import DAGSTER_YAML_TEMPLATE
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-01-11")
 KEYS = [dg.AssetKey("first"), dg.AssetKey("second"), dg.AssetKey("third")]

@@ -19,10 +19,10 @@ import dagster as dg
 import duckdb
 import pytest
 
+from common.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.transform.assets import DBT_OP_NAME, prune_run_folders
 from sluice.runs import materialize_range, run_job
-from sluice.settings import Settings
 from tests.conftest import built_data_dir
 from tests.orchestration.independent import daily_metrics
 
@@ -181,7 +181,7 @@ def test_a_late_event_rebuilds_its_day_and_nothing_else(
 def test_a_schedule_run_and_a_backfill_launched_together_both_succeed(built: Settings) -> None:
     code = (
         "import sys, datetime as dt\n"
-        "from sluice.settings import load_settings\n"
+        "from common.settings import load_settings\n"
         "from sluice.runs import run_job, materialize_range\n"
         "s = load_settings()\n"
         "if sys.argv[1] == 'schedule':\n"

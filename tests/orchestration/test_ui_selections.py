@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
+from common.settings import REPO_DIR, Settings
 from serving.snapshot import connect_snapshot, read_version
-from sluice.settings import REPO_DIR, Settings
 from tests.conftest import built_data_dir
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sluice.settings import Settings
+from common.settings import Settings
 from tests.conftest import built_data_dir
 
 DAYS = 10

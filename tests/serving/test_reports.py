@@ -28,6 +28,7 @@ import duckdb
 import pytest
 from aiosmtpd.controller import Controller
 
+from common.settings import REPORTS_DIR, Settings, SettingsError, load_settings
 from orchestration.definitions import build_definitions
 from serving.delivery import DeliveryError, post_webhook
 from serving.reports import (
@@ -39,7 +40,6 @@ from serving.reports import (
     write_report,
 )
 from serving.snapshot import connect_snapshot
-from sluice.settings import REPORTS_DIR, Settings, SettingsError, load_settings
 from tests.serving.conftest import FIRST, LAST
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from common.settings import REPO_DIR, Settings
 from serving.snapshot import connect_snapshot, read_version
-from sluice.settings import REPO_DIR, Settings
 from tests.serving import activity
 from tests.serving.conftest import DAYS, FIRST, LAST
 
@@ -147,7 +147,7 @@ def test_readers_polling_during_a_backfill_never_fail_and_see_whole_versions(
 
     code = (
         "import sys, datetime as dt\n"
-        "from sluice.settings import load_settings\n"
+        "from common.settings import load_settings\n"
         "from sluice.runs import materialize_range\n"
         "o = materialize_range(load_settings(), dt.date.fromisoformat(sys.argv[1]),"
         " dt.date.fromisoformat(sys.argv[2]), job_name='build')\n"

@@ -9,7 +9,7 @@ import sys
 import duckdb
 import pytest
 
-from sluice.settings import START_DATE_FILE, Settings, load_settings
+from common.settings import START_DATE_FILE, Settings, load_settings
 
 from .run_cli import assert_one_line_error, assert_only_error_line, sluice, table_rows
 

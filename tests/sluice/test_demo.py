@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import START_DATE_FILE, load_settings
 from serving.snapshot import connect_snapshot
-from sluice.settings import START_DATE_FILE, load_settings
 
 from .run_cli import sluice, table_rows
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from sluice.settings import Settings
+from common.settings import Settings
 
 from .run_cli import assert_only_error_line, sluice
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from common.settings import load_settings
 from sluice.runs import dbt_failure
-from sluice.settings import load_settings
 
 # The shape of dagster-dbt's DagsterDbtCliRuntimeError message, colours and all.
 DBT_ERROR = """The dbt CLI process with command

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingestion.api.keys import KeyStore
-from sluice.settings import Settings
+from common.keys import KeyStore
+from common.settings import Settings
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))
 

@@ -10,7 +10,7 @@ import signal
 import httpx
 import orjson
 
-from ingestion.api.keys import KeyStore
+from common.keys import KeyStore
 from ingestion.api.messages import loader_reason
 from ingestion.landing import parse_file
 from tests.ingestion.api.conftest import Server, iso, landed_lines, segments

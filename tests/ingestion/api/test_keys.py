@@ -7,7 +7,7 @@ import stat
 
 from click.testing import CliRunner
 
-from ingestion.api.keys import KeyStore, hash_key
+from common.keys import KeyStore, hash_key
 from sluice.cli import main
 
 

@@ -8,7 +8,7 @@ import dagster as dg
 import httpx
 
 from orchestration.definitions import build_definitions
-from sluice.prepare import prepare
+from orchestration.prepare import prepare
 from tests.ingestion.api.conftest import Server
 
 

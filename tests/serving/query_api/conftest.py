@@ -22,10 +22,10 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from ingestion.api.keys import KeyStore
+from common.keys import KeyStore
+from common.settings import Settings, load_settings
 from serving.query_api import QueryApi
 from serving.snapshot import publish_snapshot
-from sluice.settings import Settings, load_settings
 from tests.ingestion.api.conftest import Server, free_port
 
 DAYS = 60

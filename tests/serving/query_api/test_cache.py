@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ingestion.api.keys import KeyStore
+from common.keys import KeyStore
+from common.settings import Settings
 from serving.cache import CLOSED_RANGE_TTL, OPEN_RANGE_TTL, ResultCache, ttl_for
 from serving.query_api import QueryApi
-from sluice.settings import Settings
 from tests.serving.query_api.conftest import FIRST, TODAY, Clock, serve_in_thread
 
 

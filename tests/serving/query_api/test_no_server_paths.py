@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingestion.api.keys import KeyStore
+from common.keys import KeyStore
+from common.settings import REPO_DIR, REPORTS_DIR, Settings, load_settings
 from serving.query_api import QueryApi
-from sluice.settings import REPO_DIR, REPORTS_DIR, Settings, load_settings
 from tests.ingestion.api.conftest import Server
 from tests.serving.query_api.conftest import LIMITS, Keys, serve_in_thread
 

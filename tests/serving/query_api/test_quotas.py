@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingestion.api.keys import KeyStore
+from common.keys import KeyStore
+from common.settings import Settings, load_settings
 from serving.query_api import QueryApi
 from serving.quotas import QuotaStoreError
-from sluice.settings import Settings, load_settings
 from tests.serving.query_api.conftest import (
     LIMITS,
     Clock,

@@ -8,7 +8,7 @@ import json
 
 from click.testing import CliRunner
 
-from ingestion.api.keys import KeyStore, hash_key
+from common.keys import KeyStore, hash_key
 from sluice.cli import main
 
 

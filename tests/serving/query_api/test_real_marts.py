@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.settings import REPORTS_DIR, Settings
 from serving.reports import find_report, query_report
-from sluice.settings import REPORTS_DIR, Settings
 from tests.serving.conftest import FIRST, LAST
 
 pytestmark = pytest.mark.slow

@@ -14,12 +14,12 @@ import psutil
 import pytest
 from starlette.testclient import TestClient
 
-from ingestion.api.app import create_app
-from ingestion.api.keys import KeyStore
+from common.keys import KeyStore
+from common.settings import load_settings
 from serving.guardrails import QueryLimits, QueryRefused
 from serving.snapshot import publish_snapshot
 from serving.workers import QueryWorkers
-from sluice.settings import load_settings
+from sluice.server import create_app
 from tests.serving.query_api.conftest import FIRST, IGNORES_INTERRUPT, build_warehouse, publish
 
 COUNT = "select count(*) from marts.dau"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sluice.prepare import PARSED_WITH_FILE, prepare_dbt_manifest
+from orchestration.prepare import PARSED_WITH_FILE, prepare_dbt_manifest
 
 
 def test_the_manifest_is_parsed_again_only_when_its_settings_change(make_settings) -> None:

@@ -13,7 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from sluice.settings import DAGSTER_YAML_TEMPLATE, DBT_PROJECT_DIR, Settings, dbt_executable
+from common.settings import DAGSTER_YAML_TEMPLATE, DBT_PROJECT_DIR, Settings, dbt_executable
 
 # Beside the manifest: the settings it was parsed with (see _parsed_with).
 PARSED_WITH_FILE = "sluice_parsed_with.json"
