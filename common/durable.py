@@ -49,22 +49,27 @@ def temporary_beside(target: Path, suffix: str = ".tmp") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_writer(target: Path, mode: str = "w", **open_args: object) -> Iterator[IO]:
+def atomic_writer(
+    target: Path, mode: str = "w", permissions: int | None = None, **open_args: object
+) -> Iterator[IO]:
     """``with atomic_writer(path) as f: f.write(...)``: the file appears at ``path`` whole,
-    durably, when the block ends without error; on error nothing changes."""
+    durably, when the block ends without error (with ``permissions``, if given, from its
+    first moment there); on error nothing changes."""
     with temporary_beside(target) as temporary:
         with open(temporary, mode, **open_args) as handle:  # type: ignore[call-overload]
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if permissions is not None:
+            os.chmod(temporary, permissions)
         replace_durably(temporary, target)
 
 
-def atomic_write_bytes(target: Path, data: bytes) -> None:
-    with atomic_writer(target, "wb") as handle:
+def atomic_write_bytes(target: Path, data: bytes, permissions: int | None = None) -> None:
+    with atomic_writer(target, "wb", permissions) as handle:
         handle.write(data)
 
 
-def atomic_write_text(target: Path, text: str, encoding: str = "utf-8") -> None:
-    with atomic_writer(target, "w", encoding=encoding) as handle:
+def atomic_write_text(target: Path, text: str, permissions: int | None = None) -> None:
+    with atomic_writer(target, "w", permissions, encoding="utf-8") as handle:
         handle.write(text)

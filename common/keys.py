@@ -15,12 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from common.durable import atomic_write_text
 
 # A name becomes a folder under landing/sources/ and a metric label.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -74,24 +74,9 @@ class KeyStore:
             raise KeyFileError(f"{self.path} is not a Sluice key file ({error})") from None
 
     def _write(self, keys: list[WriteKey]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"keys": [asdict(k) for k in keys]}, indent=2) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".keys-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # Hashes only, but readable by the owner alone all the same.
+        atomic_write_text(self.path, text, permissions=0o600)
 
     def list(self) -> list[WriteKey]:
         return self._read()
