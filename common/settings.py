@@ -1,68 +1,30 @@
-"""Every Sluice setting, defined once and read from the environment.
+"""Every Sluice setting, declared once and read from the environment.
 
-Environment variables (all optional; the defaults work on a laptop):
+Each setting is a field of ``Settings`` declared with ``setting(...)``: its environment
+variable, type, default, bounds and description, in one place. ``load_settings`` reads them
+all (every variable is optional; the defaults work on a laptop), and the README's settings
+table is printed from the same declarations (``python -m common.settings --markdown``; a
+test keeps the README equal to it). Paths under the data directory and the recorded start
+date are derived from the declared settings, not settings of their own.
 
-- ``SLUICE_DATA_DIR``: the one folder that holds all state (landing files, the warehouse,
-  dlt state, the Dagster home). Default: ``data`` under the current directory. Two data
-  directories never share anything, so tests and users can run side by side.
-- ``SLUICE_START_DATE``: first daily partition (``YYYY-MM-DD``). When unset, the date that
-  ``sluice generate`` recorded in ``<data dir>/start_date`` is used, else 30 days ago.
-- ``SLUICE_LATE_LOOKBACK_DAYS``: how many days back a load may trigger rebuilds of already
-  built partitions when late events arrive. Default: 7.
-- ``SLUICE_DBT_TARGET``: the dbt target to build. Default: ``dev``.
-- ``SLUICE_DUCKDB_MEMORY_LIMIT``: DuckDB's ``memory_limit`` in dbt builds (``150MB``,
-  ``4GB``, ``25%`` of the machine's memory). Past it, DuckDB spills sorts, joins and the
-  window's temporary tables to ``<warehouse>.tmp`` beside the warehouse instead of growing,
-  so a build of a big day stays within it (plus about 200 MB of dbt itself) at the cost of
-  time. Default: ``1GB``: a 30-day window of 10M events a day builds within it on two
-  threads (``150MB`` kept a 1M-event day under 0.4 GB but ran out of memory deduplicating
-  that window). ``dbt_project/profiles.yml`` falls back to the same default for an analyst
-  running dbt by hand.
-- ``SLUICE_DUCKDB_THREADS``: DuckDB's threads in dbt builds. Each thread holds buffers of its
-  own inside the memory limit (at 150MB, two threads ran out of memory deduplicating a year
-  of events where one did not). Default: 2.
-- ``SLUICE_DAGSTER_PORT``: port of the Dagster UI started by ``make dev``. Default: 3000.
-- ``SLUICE_API_HOST``: address ``sluice serve`` (the ingest API) listens on. Default:
-  ``127.0.0.1``.
-- ``SLUICE_API_PORT``: port of the ingest API. Default: 8000.
-- ``SLUICE_API_RATE``: messages per second each write key may send, sustained (token
-  bucket refill rate). Default: 20000.
-- ``SLUICE_API_BURST``: messages a write key may send at once above the rate (bucket size;
-  at least 2500, one full batch). Default: 50000.
-- ``SLUICE_API_SEGMENT_BYTES``: the ingest API closes a landing segment (so the loader
-  picks it up) once it holds this many bytes. Default: 67108864 (64 MiB).
-- ``SLUICE_API_SEGMENT_SECONDS``: ... or once it has been open this many seconds.
-  Default: 60.
-- ``SLUICE_SMTP_HOST``, ``SLUICE_SMTP_PORT``: an SMTP relay that scheduled reports (and
-  ``sluice report run --email``) are mailed through; plain SMTP, no login. Default: none, so
-  reports are only written to files; port 25.
-- ``SLUICE_REPORT_EMAIL_TO``: comma-separated recipients of the reports. Default: none.
-- ``SLUICE_REPORT_EMAIL_FROM``: the sender. Default: ``sluice@localhost``.
-- ``SLUICE_REPORT_WEBHOOK_URL``: an ``http(s)://`` URL that scheduled reports (and
-  ``sluice report run --webhook``) are posted to as Slack-compatible JSON (a Slack incoming
-  webhook, or any chat that takes the same). Default: none.
-- ``SLUICE_QUERY_MAX_ROWS``: most rows one ``POST /v1/query`` answer holds (the rest is cut,
-  and the answer says so). Default: 10000.
-- ``SLUICE_QUERY_TIMEOUT_SECONDS``: a query or report still running after this is stopped.
-  Default: 5.
-- ``SLUICE_QUERY_MAX_SCAN_ROWS``: a query whose plan DuckDB estimates to read or produce more
-  rows than this at any step is refused before it runs. Default: 50000000.
-- ``SLUICE_QUERY_PER_MINUTE``: requests each read key may make per minute. Default: 120.
-- ``SLUICE_QUERY_SCAN_ROWS_PER_DAY``: rows each read key's queries may scan per UTC day.
-  Default: 1000000000.
+Hand-written rather than pydantic-settings: that package is not a dependency here, and its
+validation errors would have to be reworded anyway to name the variable in one line.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import datetime as dt
 import os
 import re
 import shutil
 import sys
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_DIR / "dbt_project"
@@ -92,40 +54,222 @@ START_DATE_FILE = "start_date"
 # Per-day asset events per event-log write: a year of days for one asset.
 DAGSTER_EVENT_BATCH_SIZE = 400
 
+# Named apart from their declarations below because dbt_project/profiles.yml falls back to the
+# same values for an analyst running dbt by hand (tests/dbt_project checks that it does).
 DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
 DEFAULT_DUCKDB_THREADS = 2
+DEFAULT_DATA_DIR = "data"
+# Without SLUICE_START_DATE or a recorded first day, the partitions start this many days ago.
+START_DATE_FALLBACK_DAYS = 30
+
 _MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|%)$", re.IGNORECASE)
+
+T = TypeVar("T")
 
 
 class SettingsError(ValueError):
     """A setting has a value Sluice cannot use; the message names the setting."""
 
 
+def parse_date(value: str, setting: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise SettingsError(f"{setting}={value!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _memory_limit(variable: str, raw: str) -> str:
+    if not _MEMORY_LIMIT.match(raw):
+        raise SettingsError(
+            f"{variable}={raw!r} is not an amount of memory; use a size such as 150MB, 4GB or "
+            "2GiB, or a share of the machine's memory such as 25%"
+        )
+    return raw
+
+
+def _url(variable: str, raw: str) -> str:
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The value may hold a secret (a webhook's path): name the setting, not the value.
+        raise SettingsError(f"{variable} must be an http:// or https:// URL with a host")
+    return raw
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field of ``Settings`` is read from the environment and shown in the README."""
+
+    variable: str
+    description: str
+    # Whole numbers below this are refused.
+    minimum: int | None = None
+    # Checks a text value and returns it, or raises SettingsError naming the variable.
+    check: Callable[[str, str], str] | None = None
+    # What the README says a value may be, where the type alone does not say it.
+    values: str | None = None
+    # What the README says the default is, for the settings whose default is derived.
+    shown_default: str | None = None
+
+
+def setting(
+    variable: str,
+    default: T,
+    description: str,
+    *,
+    minimum: int | None = None,
+    check: Callable[[str, str], str] | None = None,
+    values: str | None = None,
+) -> T:
+    """Declare a field of ``Settings``: its environment variable, default and bounds."""
+    declared = Setting(variable, description, minimum, check, values)
+    return dataclasses.field(default=default, metadata={"setting": declared})
+
+
+def derived_setting(variable: str, description: str, *, values: str, shown_default: str) -> Any:
+    """Declare a field of ``Settings`` whose default ``load_settings`` derives (no default in
+    the dataclass: whoever builds a ``Settings`` by hand gives it)."""
+    declared = Setting(variable, description, values=values, shown_default=shown_default)
+    return dataclasses.field(metadata={"setting": declared})
+
+
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path
-    start_date: dt.date
-    late_lookback_days: int = 7
-    dbt_target: str = "dev"
-    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
-    duckdb_threads: int = DEFAULT_DUCKDB_THREADS
-    dagster_port: int = 3000
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    api_rate: int = 20_000
-    api_burst: int = 50_000
-    api_segment_bytes: int = 64 << 20
-    api_segment_seconds: int = 60
-    smtp_host: str = ""
-    smtp_port: int = 25
-    report_email_to: tuple[str, ...] = ()
-    report_email_from: str = "sluice@localhost"
-    report_webhook_url: str = ""
-    query_max_rows: int = 10_000
-    query_timeout_seconds: int = 5
-    query_max_scan_rows: int = 50_000_000
-    query_per_minute: int = 120
-    query_scan_rows_per_day: int = 1_000_000_000
+    # derived_setting() makes a field without a default, not a shared default (RUF009's worry).
+    data_dir: Path = derived_setting(  # noqa: RUF009
+        "SLUICE_DATA_DIR",
+        "the one folder holding all state: `landing/`, `warehouse/sluice.duckdb`, "
+        "`serving/sluice.duckdb`, `reports/`, `dlt/`, `dbt/target/` (dbt's manifest and recent "
+        "runs), `dagster/` (the Dagster home)",
+        values="a folder without a quote (`'`) in its path",
+        shown_default=f"`{DEFAULT_DATA_DIR}`",
+    )
+    start_date: dt.date = derived_setting(  # noqa: RUF009
+        "SLUICE_START_DATE",
+        "first daily partition",
+        values="`YYYY-MM-DD`",
+        shown_default=(
+            "the first day `sluice generate` wrote (`<data dir>/start_date`), "
+            f"else {START_DATE_FALLBACK_DAYS} days ago"
+        ),
+    )
+    late_lookback_days: int = setting(
+        "SLUICE_LATE_LOOKBACK_DAYS",
+        7,
+        "how many days back a load of late events may trigger rebuilds of built partitions",
+        minimum=0,
+    )
+    dbt_target: str = setting(
+        "SLUICE_DBT_TARGET", "dev", "dbt target of `dbt_project/profiles.yml`"
+    )
+    # Past the limit DuckDB spills sorts, joins and the window's temporary tables to
+    # <warehouse>.tmp instead of growing, so a build of a big day stays within it (plus about
+    # 200 MB of dbt itself) at the cost of time. 1GB builds a 30-day window of 10M events a day
+    # on two threads; 150MB kept a 1M-event day under 0.4 GB but ran out of memory
+    # deduplicating that window.
+    duckdb_memory_limit: str = setting(
+        "SLUICE_DUCKDB_MEMORY_LIMIT",
+        DEFAULT_DUCKDB_MEMORY_LIMIT,
+        "DuckDB's `memory_limit` in dbt builds; past it, DuckDB spills to disk beside the "
+        "warehouse",
+        check=_memory_limit,
+        values="a size (`150MB`, `4GB`, `2GiB`) or a share of the machine's memory (`25%`)",
+    )
+    # At 150MB, two threads ran out of memory deduplicating a year of events where one did not.
+    duckdb_threads: int = setting(
+        "SLUICE_DUCKDB_THREADS",
+        DEFAULT_DUCKDB_THREADS,
+        "DuckDB's threads in dbt builds (each needs buffers of its own within the memory limit)",
+        minimum=1,
+    )
+    dagster_port: int = setting(
+        "SLUICE_DAGSTER_PORT", 3000, "port of the Dagster UI started by `make dev`", minimum=1
+    )
+    api_host: str = setting(
+        "SLUICE_API_HOST", "127.0.0.1", "address `sluice serve` listens on (`--host` overrides)"
+    )
+    api_port: int = setting(
+        "SLUICE_API_PORT", 8000, "port `sluice serve` listens on (`--port` overrides)", minimum=1
+    )
+    api_rate: int = setting(
+        "SLUICE_API_RATE",
+        20_000,
+        "messages per second each write key may send, sustained (token bucket refill rate)",
+        minimum=1,
+    )
+    api_burst: int = setting(
+        "SLUICE_API_BURST",
+        50_000,
+        "messages a write key may send at once above the rate (token bucket size; at least "
+        "one full batch)",
+        minimum=2500,
+    )
+    api_segment_bytes: int = setting(
+        "SLUICE_API_SEGMENT_BYTES",
+        64 << 20,
+        "the ingest API closes a landing segment (so the load picks it up) at this size",
+        minimum=1024,
+    )
+    api_segment_seconds: int = setting(
+        "SLUICE_API_SEGMENT_SECONDS",
+        60,
+        "... or once it has been open this many seconds",
+        minimum=1,
+    )
+    smtp_host: str = setting(
+        "SLUICE_SMTP_HOST",
+        "",
+        "SMTP relay that mails the scheduled reports (and `sluice report run --email`); plain "
+        "SMTP, no login. Unset: reports are only written to files",
+    )
+    smtp_port: int = setting("SLUICE_SMTP_PORT", 25, "port of the SMTP relay", minimum=1)
+    report_email_to: tuple[str, ...] = setting(
+        "SLUICE_REPORT_EMAIL_TO",
+        (),
+        "recipients of the reports",
+        values="comma-separated addresses",
+    )
+    report_email_from: str = setting(
+        "SLUICE_REPORT_EMAIL_FROM", "sluice@localhost", "sender of the reports"
+    )
+    report_webhook_url: str = setting(
+        "SLUICE_REPORT_WEBHOOK_URL",
+        "",
+        "where the scheduled reports (and `sluice report run --webhook`) are posted as "
+        "Slack-compatible JSON (a Slack incoming webhook or the like)",
+        check=_url,
+        values="an `http://` or `https://` URL",
+    )
+    query_max_rows: int = setting(
+        "SLUICE_QUERY_MAX_ROWS",
+        10_000,
+        "most rows in one answer of the query API (the rest is cut, and the answer says so)",
+        minimum=1,
+    )
+    query_timeout_seconds: int = setting(
+        "SLUICE_QUERY_TIMEOUT_SECONDS",
+        5,
+        "a query or report running longer is stopped (408)",
+        minimum=1,
+    )
+    query_max_scan_rows: int = setting(
+        "SLUICE_QUERY_MAX_SCAN_ROWS",
+        50_000_000,
+        "a query whose plan DuckDB estimates to read or produce more rows at any step is "
+        "refused before it runs (413)",
+        minimum=1,
+    )
+    query_per_minute: int = setting(
+        "SLUICE_QUERY_PER_MINUTE",
+        120,
+        "requests each read key may make per minute (429)",
+        minimum=1,
+    )
+    query_scan_rows_per_day: int = setting(
+        "SLUICE_QUERY_SCAN_ROWS_PER_DAY",
+        1_000_000_000,
+        "rows each read key's queries may scan per UTC day (429)",
+        minimum=1,
+    )
 
     @property
     def landing_dir(self) -> Path:
@@ -204,99 +348,63 @@ class Settings:
         }
 
 
-def parse_date(value: str, setting: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value.strip())
-    except ValueError:
-        raise SettingsError(f"{setting}={value!r} is not a date; use YYYY-MM-DD") from None
+def declared_settings() -> list[tuple[dataclasses.Field[Any], Setting]]:
+    """Every field of ``Settings`` with its declaration, in the order they are declared."""
+    return [(field, field.metadata["setting"]) for field in dataclasses.fields(Settings)]
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def _whole_number(variable: str, raw: str, minimum: int | None) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} must be at least {minimum}")
+        raise SettingsError(f"{variable}={raw!r} is not a whole number") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{variable}={value} must be at least {minimum}")
     return value
 
 
-def _memory_limit(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    if not _MEMORY_LIMIT.match(raw):
-        raise SettingsError(
-            f"{name}={raw!r} is not an amount of memory; use a size such as 150MB, 4GB or 2GiB, "
-            "or a share of the machine's memory such as 25%"
-        )
-    return raw
+def _read(field: dataclasses.Field[Any], declared: Setting, raw: str) -> Any:
+    """The value of a declared setting whose variable is set (not empty)."""
+    if isinstance(field.default, bool):
+        raise TypeError(f"{declared.variable}: no reader for a bool setting yet")
+    if isinstance(field.default, int):
+        return _whole_number(declared.variable, raw, declared.minimum)
+    if isinstance(field.default, tuple):
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    return declared.check(declared.variable, raw) if declared.check else raw
 
 
-def _url(env: Mapping[str, str], name: str) -> str:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return ""
-    parts = urllib.parse.urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        # The value may hold a secret (a webhook's path): name the setting, not the value.
-        raise SettingsError(f"{name} must be an http:// or https:// URL with a host")
-    return raw
-
-
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    env = os.environ if env is None else env
-    data_dir = Path(env.get("SLUICE_DATA_DIR") or "data").expanduser().resolve()
+def _data_dir(env: Mapping[str, str]) -> Path:
+    data_dir = Path(env.get("SLUICE_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
     if "'" in str(data_dir):
         # DuckDB's file functions take paths inside SQL string literals (dlt's loader too).
         raise SettingsError(
             f"SLUICE_DATA_DIR={str(data_dir)!r} holds a quote ('), which the loader's SQL "
             "cannot take in a file path; choose a folder without one"
         )
-    raw_start = env.get("SLUICE_START_DATE")
+    return data_dir
+
+
+def _start_date(env: Mapping[str, str], data_dir: Path) -> dt.date:
+    raw = env.get("SLUICE_START_DATE")
     recorded = data_dir / START_DATE_FILE
-    if raw_start:
-        start = parse_date(raw_start, "SLUICE_START_DATE")
-    elif recorded.exists():
-        start = parse_date(recorded.read_text(), f"{recorded} (recorded start date)")
-    else:
-        start = dt.date.today() - dt.timedelta(days=30)
-    return Settings(
-        data_dir=data_dir,
-        start_date=start,
-        late_lookback_days=_int(env, "SLUICE_LATE_LOOKBACK_DAYS", 7),
-        dbt_target=env.get("SLUICE_DBT_TARGET") or "dev",
-        duckdb_memory_limit=_memory_limit(
-            env, "SLUICE_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT
-        ),
-        duckdb_threads=_int(env, "SLUICE_DUCKDB_THREADS", DEFAULT_DUCKDB_THREADS, minimum=1),
-        dagster_port=_int(env, "SLUICE_DAGSTER_PORT", 3000, minimum=1),
-        api_host=env.get("SLUICE_API_HOST") or "127.0.0.1",
-        api_port=_int(env, "SLUICE_API_PORT", 8000, minimum=1),
-        api_rate=_int(env, "SLUICE_API_RATE", 20_000, minimum=1),
-        api_burst=_int(env, "SLUICE_API_BURST", 50_000, minimum=2500),
-        api_segment_bytes=_int(env, "SLUICE_API_SEGMENT_BYTES", 64 << 20, minimum=1024),
-        api_segment_seconds=_int(env, "SLUICE_API_SEGMENT_SECONDS", 60, minimum=1),
-        smtp_host=env.get("SLUICE_SMTP_HOST") or "",
-        smtp_port=_int(env, "SLUICE_SMTP_PORT", 25, minimum=1),
-        report_email_to=tuple(
-            address.strip()
-            for address in (env.get("SLUICE_REPORT_EMAIL_TO") or "").split(",")
-            if address.strip()
-        ),
-        report_email_from=env.get("SLUICE_REPORT_EMAIL_FROM") or "sluice@localhost",
-        report_webhook_url=_url(env, "SLUICE_REPORT_WEBHOOK_URL"),
-        query_max_rows=_int(env, "SLUICE_QUERY_MAX_ROWS", 10_000, minimum=1),
-        query_timeout_seconds=_int(env, "SLUICE_QUERY_TIMEOUT_SECONDS", 5, minimum=1),
-        query_max_scan_rows=_int(env, "SLUICE_QUERY_MAX_SCAN_ROWS", 50_000_000, minimum=1),
-        query_per_minute=_int(env, "SLUICE_QUERY_PER_MINUTE", 120, minimum=1),
-        query_scan_rows_per_day=_int(
-            env, "SLUICE_QUERY_SCAN_ROWS_PER_DAY", 1_000_000_000, minimum=1
-        ),
-    )
+    if raw:
+        return parse_date(raw, "SLUICE_START_DATE")
+    if recorded.exists():
+        return parse_date(recorded.read_text(), f"{recorded} (recorded start date)")
+    return dt.date.today() - dt.timedelta(days=START_DATE_FALLBACK_DAYS)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    data_dir = _data_dir(env)
+    values: dict[str, Any] = {"data_dir": data_dir, "start_date": _start_date(env, data_dir)}
+    for field, declared in declared_settings():
+        if field.name in values:
+            continue
+        raw = (env.get(declared.variable) or "").strip()
+        values[field.name] = _read(field, declared, raw) if raw else field.default
+    return Settings(**values)
 
 
 def record_start_date(settings: Settings, first_day: dt.date) -> None:
@@ -308,3 +416,51 @@ def record_start_date(settings: Settings, first_day: dt.date) -> None:
             return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(first_day.isoformat() + "\n")
+
+
+def _shown_default(field: dataclasses.Field[Any], declared: Setting) -> str:
+    if declared.shown_default is not None:
+        return declared.shown_default
+    return f"`{field.default}`" if field.default not in ("", ()) else "none"
+
+
+def _shown_values(field: dataclasses.Field[Any], declared: Setting) -> str:
+    if declared.values is not None:
+        return declared.values
+    if isinstance(field.default, int):
+        return f"a whole number, at least {declared.minimum}"
+    return "text"
+
+
+def markdown_table() -> str:
+    """The README's settings table: one row per declared setting."""
+    rows = [
+        "| variable | default | values | meaning |",
+        "|---|---|---|---|",
+    ]
+    for field, declared in declared_settings():
+        cells = (
+            f"`{declared.variable}`",
+            _shown_default(field, declared),
+            _shown_values(field, declared),
+            declared.description,
+        )
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m common.settings", description="Sluice's settings, as declared."
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the README's settings table")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown_table())
+    else:
+        for name, value in dataclasses.asdict(load_settings()).items():
+            print(f"{name} = {value}")
+
+
+if __name__ == "__main__":
+    main()
