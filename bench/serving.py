@@ -113,9 +113,11 @@ def _windows(last: dt.date) -> list[tuple[dt.date, dt.date]]:
 
 def _report_sql() -> dict[str, str]:
     from common.settings import REPORTS_DIR
-    from serving.reports import _PARAMETER, find_report
+    from serving.reports import REPORT_PARAMETER, find_report
 
-    return {name: _PARAMETER.sub(r"$\1", find_report(REPORTS_DIR, name).sql) for name in REPORTS}
+    return {
+        name: REPORT_PARAMETER.sub(r"$\1", find_report(REPORTS_DIR, name).sql) for name in REPORTS
+    }
 
 
 def direct_latency(snapshot: Path, last: dt.date) -> dict[str, dict[str, float]]:
@@ -141,7 +143,7 @@ def layer_latency(snapshot: Path, last: dt.date, name: str) -> dict[str, dict[st
     a report), the same in a warm worker process (``QueryWorkers``, as the server runs an
     ad-hoc query), and on a fresh locked in-memory DuckDB attaching the snapshot per query
     (``run_guarded``, what a connection kept open saves)."""
-    from serving.guardrails import QueryLimits, SharedSnapshot, run_guarded
+    from serving.query_runner import QueryLimits, SharedSnapshot, run_guarded
     from serving.workers import QueryWorkers
 
     sql = _report_sql()[name]

@@ -47,18 +47,16 @@ from starlette.routing import Route
 from common.metrics import LATENCY_BUCKETS, Histogram
 from common.settings import REPO_DIR, REPORTS_DIR, Settings
 from serving.cache import ResultCache, ttl_for
-from serving.guardrails import (
+from serving.query_runner import (
     QueryLimits,
-    QueryRefused,
     QueryResult,
     SharedSnapshot,
-    approximate_distinct,
     file_stamp,
     locked_snapshot,
 )
 from serving.quotas import KeyQuotas
+from serving.reports import REPORT_PARAMETER as _PARAMETER
 from serving.reports import (
-    _PARAMETER,
     Report,
     ReportError,
     ReportResult,
@@ -68,6 +66,7 @@ from serving.reports import (
 )
 from serving.reports import list_reports as load_reports
 from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing, SnapshotVersion
+from serving.sql_guard import QueryRefused, approximate_distinct
 from serving.workers import QueryWorkers
 
 DASHBOARD_PAGE = Path(__file__).with_name("dashboard.html")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from serving.guardrails import QueryRefused
+from serving.sql_guard import QueryRefused
 
 KEEP_DAYS = 31
 WINDOW_SECONDS = 60

@@ -49,8 +49,10 @@ CHART_TYPES = ("line", "bar")
 SCHEDULES = ("daily", "weekly")
 _FIELDS = {"name", "description", "sql", "chart", "rates", "schedule", "window_days"}
 _NAME = re.compile(r"^[a-z0-9_]+$")
-# :start / :end, but not the second colon of a cast such as x::date.
-_PARAMETER = re.compile(r"(?<![:\w]):(start|end)\b")
+# :start / :end, but not the second colon of a cast such as x::date. Every runner of a report
+# (query_report here, the query API, the benchmark) turns them into DuckDB's $start / $end with
+# REPORT_PARAMETER.sub(r"$\1", sql).
+REPORT_PARAMETER = re.compile(r"(?<![:\w]):(start|end)\b")
 
 
 class ReportError(ValueError):
@@ -199,7 +201,7 @@ def query_report(snapshot: Path, report: Report, start: dt.date, end: dt.date) -
     """Run the report's SQL on the serving snapshot for start..end (both included)."""
     if end < start:
         raise ReportError(f"--end {end} is before --start {start}")
-    sql = _PARAMETER.sub(r"$\1", report.sql)
+    sql = REPORT_PARAMETER.sub(r"$\1", report.sql)
     with connect_snapshot(snapshot) as con:
         version = read_version(con)
         try:

@@ -1,9 +1,9 @@
-"""Warm child processes that run ad-hoc SQL on the serving snapshot, within the guardrails.
+"""Warm child processes that run ad-hoc SQL on the serving snapshot, within the guards.
 
 Each worker is a child of the server (forked from a clean fork server) whose address space
 is capped (``QueryLimits.max_process_bytes``): some DuckDB functions (``repeat('x', 1e9)``)
 allocate outside DuckDB's memory limit and cannot be interrupted. A worker keeps one locked
-connection to the snapshot open between queries (``serving.guardrails.SharedSnapshot``: a
+connection to the snapshot open between queries (``serving.query_runner.SharedSnapshot``: a
 cursor per query, a newly published snapshot opened at the next query), so a query costs a
 message to a waiting process instead of a fork and an opening of the snapshot (~100 ms).
 
@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.guardrails import QueryLimits, QueryRefused, QueryResult, SharedSnapshot
+from serving.query_runner import QueryLimits, QueryResult, SharedSnapshot
 from serving.snapshot import SnapshotMissing
+from serving.sql_guard import QueryRefused
 
 # Time a worker gets beyond the timeout to stop on its own interrupt before it is killed.
 KILL_GRACE_SECONDS = 1.0

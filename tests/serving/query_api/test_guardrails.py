@@ -15,15 +15,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from serving.guardrails import (
-    QueryLimits,
-    QueryRefused,
-    QueryResult,
-    SharedSnapshot,
-    approximate_distinct,
-    check_select,
-)
+from serving.query_runner import QueryLimits, QueryResult, SharedSnapshot
 from serving.snapshot import publish_snapshot
+from serving.sql_guard import QueryRefused, approximate_distinct, check_select
 from serving.workers import QueryWorkers
 from tests.serving.query_api.conftest import TODAY, build_warehouse
 

@@ -16,8 +16,9 @@ from starlette.testclient import TestClient
 
 from common.keys import KeyStore
 from common.settings import load_settings
-from serving.guardrails import QueryLimits, QueryRefused
+from serving.query_runner import QueryLimits
 from serving.snapshot import publish_snapshot
+from serving.sql_guard import QueryRefused
 from serving.workers import QueryWorkers
 from sluice.server import create_app
 from tests.serving.query_api.conftest import FIRST, IGNORES_INTERRUPT, build_warehouse, publish

@@ -1,14 +1,10 @@
-"""SQL on the serving snapshot, within limits a security reviewer can check.
+"""Running checked SELECTs on the serving snapshot, within limits a security reviewer can check.
 
-Every query runs on its own in-memory DuckDB that attaches the snapshot read-only, then
-turns off file and network access (``enable_external_access = false``: no ``read_csv``, no
+Every query runs on an in-memory DuckDB that attaches the snapshot read-only, then turns off
+file and network access (``enable_external_access = false``: no ``read_csv``, no
 ``COPY ... TO``, no ``ATTACH``, no extension install or load) and locks the configuration
-so the query cannot turn it back on. Before it runs:
-
-- DuckDB's own parser must find exactly one statement, of type SELECT (no regex);
-- ``EXPLAIN`` must estimate at most ``max_scan_rows`` rows read and produced by any step
-  (a cross join of two big tables is refused before it starts).
-
+so the query cannot turn it back on. Before it runs, its SQL passes ``serving.sql_guard``
+(one SELECT, by DuckDB's own parser; the plan's scan estimate within ``max_scan_rows``).
 While it runs, a timer thread interrupts it after ``timeout_seconds``; at most ``max_rows``
 rows come back (the answer says when it was cut). Each refusal is a ``QueryRefused`` that
 names the limit. Reads no environment: the limits come from the caller (``Settings``).
@@ -25,7 +21,6 @@ Two ways to run, for two kinds of SQL:
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +30,7 @@ from typing import Any
 import duckdb
 
 from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing
+from serving.sql_guard import QueryRefused, approximate_distinct, check_scan, check_select
 
 # The name the snapshot is attached under; queries see its schemas (marts.dau) directly.
 SNAPSHOT_CATALOG = "snapshot"
@@ -51,16 +47,6 @@ class QueryLimits:
     max_result_bytes: int = 32 << 20
 
 
-class QueryRefused(Exception):
-    """A query that broke a limit; ``limit`` names it, ``status`` is the HTTP answer."""
-
-    def __init__(self, limit: str, status: int, message: str) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.status = status
-        self.message = message
-
-
 @dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
@@ -68,128 +54,6 @@ class QueryResult:
     truncated: bool
     scanned_rows: int
     run_id: str  # the snapshot version the rows come from
-
-
-def check_select(sql: str) -> str:
-    """The one SELECT statement in ``sql``, else QueryRefused(limit="statement")."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as error:
-        first_line = str(error).splitlines()[0]
-        raise QueryRefused("syntax", 400, f"the query does not parse: {first_line}") from None
-    if len(statements) != 1:
-        raise QueryRefused(
-            "statement", 400, f"send exactly one SELECT statement; got {len(statements)}"
-        )
-    statement = statements[0]
-    if statement.type != duckdb.StatementType.SELECT:
-        kind = statement.type.name
-        raise QueryRefused("statement", 400, f"only SELECT statements may run; this one is {kind}")
-    query = statement.query.strip().rstrip(";")
-    _refuse_system_functions(query)
-    return query
-
-
-# DuckDB's own metadata functions tell where the server keeps its files (duckdb_databases()
-# and pragma_database_list() show the snapshot's path; current_setting() shows folders).
-# The marts are described by information_schema, which stays open.
-_SYSTEM_PREFIXES = ("duckdb_", "pragma_")
-_SYSTEM_FUNCTIONS = frozenset({"current_setting", "getenv", "which_secret", "pg_settings"})
-
-
-def _function_names(node: Any) -> Iterator[str]:
-    """Every function and table named anywhere in a serialized query."""
-    if isinstance(node, dict):
-        # Table functions may be named without parentheses, like a table.
-        for key in ("function_name", "table_name"):
-            name = node.get(key)
-            if isinstance(name, str):
-                yield name.lower()
-        for value in node.values():
-            yield from _function_names(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _function_names(value)
-
-
-def _refuse_system_functions(query: str) -> None:
-    with duckdb.connect() as con:
-        row = con.execute("select json_serialize_sql(?)", [query]).fetchone()
-    tree = json.loads(row[0]) if row else {"error": True}
-    if tree.get("error"):
-        raise QueryRefused(
-            "statement",
-            400,
-            "the query uses syntax the guard cannot inspect: "
-            f"{tree.get('error_message', 'unknown')}",
-        )
-    for name in _function_names(tree):
-        if name.startswith(_SYSTEM_PREFIXES) or name in _SYSTEM_FUNCTIONS:
-            raise QueryRefused(
-                "system_function",
-                403,
-                f"{name}() describes the server, not the marts; use information_schema "
-                "to list tables and columns",
-            )
-
-
-def _rewrite_distinct_counts(node: Any) -> int:
-    """Turn every count(DISTINCT x) of a parsed query into approx_count_distinct(x)."""
-    changed = 0
-    if isinstance(node, dict):
-        if (
-            node.get("class") == "FUNCTION"
-            and node.get("function_name") == "count"
-            and node.get("distinct") is True
-            and len(node.get("arguments") or node.get("children") or []) == 1
-        ):
-            node["function_name"] = "approx_count_distinct"
-            node["distinct"] = False
-            if "qualified_name" in node:
-                node["qualified_name"] = {"path": ["approx_count_distinct"]}
-            changed += 1
-        for value in node.values():
-            changed += _rewrite_distinct_counts(value)
-    elif isinstance(node, list):
-        for value in node:
-            changed += _rewrite_distinct_counts(value)
-    return changed
-
-
-def approximate_distinct(sql: str) -> str:
-    """``sql`` with count(DISTINCT ...) replaced by HyperLogLog's approx_count_distinct.
-
-    Done on DuckDB's own syntax tree (json_serialize_sql / json_deserialize_sql), so string
-    literals and comments that mention count(distinct) are left alone. Named parameters
-    ($start) survive the round trip. A query without distinct counts comes back unchanged.
-    """
-    with duckdb.connect() as con:
-        row = con.execute("select json_serialize_sql(?)", [sql]).fetchone()
-        tree = json.loads(row[0]) if row else {"error": True}
-        if tree.get("error") or not _rewrite_distinct_counts(tree):
-            return sql
-        back = con.execute("select json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
-    return str(back[0]) if back else sql
-
-
-def _plan_rows(node: dict[str, Any]) -> tuple[int, int]:
-    """(rows read by the plan's leaves, most rows any step produces), from EXPLAIN's estimates."""
-    children = [_plan_rows(child) for child in node.get("children", [])]
-    estimate = node.get("extra_info", {}).get("Estimated Cardinality")
-    try:
-        rows = int(estimate)
-    except (TypeError, ValueError):
-        rows = 0
-    if not children:
-        return rows, rows
-    read = sum(child[0] for child in children)
-    peak = max(child[1] for child in children)
-    if not rows and node.get("name") in ("CROSS_PRODUCT", "NESTED_LOOP_JOIN", "BLOCKWISE_NL_JOIN"):
-        # A cross product has no estimate of its own: it makes every pair of its inputs.
-        rows = 1
-        for child in children:
-            rows *= max(child[1], 1)
-    return read, max(peak, rows)
 
 
 def open_locked(snapshot: Path, limits: QueryLimits) -> duckdb.DuckDBPyConnection:
@@ -263,19 +127,7 @@ def _guarded(
         plan = con.execute(f"explain (format json) {query}", params).fetchall()
     except duckdb.Error as error:
         raise _refusal(error) from None
-    read, peak = 0, 0
-    for _kind, text in plan:
-        for node in json.loads(text):
-            node_read, node_peak = _plan_rows(node)
-            read, peak = read + node_read, max(peak, node_peak)
-    estimate = max(read, peak)
-    if estimate > limits.max_scan_rows:
-        raise QueryRefused(
-            "scan_limit",
-            413,
-            f"the query would handle about {estimate:,} rows; the limit is "
-            f"{limits.max_scan_rows:,} (SLUICE_QUERY_MAX_SCAN_ROWS): filter or aggregate",
-        )
+    read = check_scan(plan, limits.max_scan_rows)
     timed_out = threading.Event()
 
     def stop() -> None:
