@@ -1,7 +1,7 @@
 """Benchmark of the serving side: dashboard report latency and snapshot publish time.
 
-``run(workdir) -> dict`` builds marts with plain SQL (no dbt: the marts' logic is tested
-elsewhere; here only their shape and size matter), publishes them with
+``run(workdir) -> dict`` builds fake marts (``tests.serving.fake_marts``, no dbt: the marts'
+logic is tested elsewhere; here only their shape and size matter), publishes them with
 ``serving.snapshot.publish_snapshot`` and measures, each beside a baseline from the same run:
 
 - the dashboard's four reports through a real ``sluice serve`` on 127.0.0.1 with a read key,
@@ -52,46 +52,24 @@ TARGETS = {"uncached_p95_ms": 50.0, "cached_p95_ms": 5.0}
 MB = 1_000_000
 
 
-def marts_sql(days: int, last: dt.date) -> str:
-    """The marts tables of ``days`` days ending ``last``, with the columns the reports read."""
-    first = last - dt.timedelta(days=days - 1)
-    return f"""
-create schema marts;
-create table marts.dau as
-    select day::date as event_date, (5000 + 37 * (i % 50) + i)::bigint as active_users
-    from (select date '{first}' + i::int as day, i from range({days}) as t(i));
-create table marts.revenue_daily as
-    select event_date, active_users * 1.5 as revenue_usd, (active_users // 10)::bigint as orders,
-           (active_users // 12)::bigint as paying_users
-    from marts.dau;
-create table marts.wau_mau as
-    select event_date, active_users as dau, active_users * 3 as wau, active_users * 6 as mau,
-           1 / 6 as stickiness
-    from marts.dau;
-create table marts.event_counts_daily as
-    select event_date, 'track' as event_type, 'Event ' || n as event_name,
-           active_users * (n + 1) as events, active_users // (n + 1) as users
-    from marts.dau, range({EVENT_NAMES}) as e(n);
-create table marts.funnel_daily as
-    select event_date, (active_users // 20)::bigint as signed_up,
-           (active_users // 35)::bigint as used_feature_within_7d,
-           (active_users // 90)::bigint as ordered_within_7d
-    from marts.dau;
-create table marts.retention_weekly as
-    select cohort_week, weeks::int as weeks_since_first_seen, 500::bigint as cohort_users,
-           (500 - 9 * weeks)::bigint as retained_users, (500 - 9 * weeks) / 500 as retention_rate
-    from (select distinct date_trunc('week', event_date)::date as cohort_week from marts.dau),
-         range(52) as w(weeks);
-"""
-
-
 def build_warehouse(path: Path, days: int, last: dt.date) -> None:
-    import duckdb
+    """A warehouse of fake marts (the contracts' columns): ``days`` days ending ``last``, a
+    few thousand users a day and ``EVENT_NAMES`` event names, with a year of weekly cohorts."""
+    from tests.serving.fake_marts import FakeMarts
+    from tests.serving.fake_marts import build_warehouse as build
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    with duckdb.connect(str(path)) as con:
-        con.execute(marts_sql(days, last))
+    marts = FakeMarts(
+        days,
+        last,
+        base_users=5000,
+        users_per_day=1,
+        users_wobble=37,
+        event_names=EVENT_NAMES,
+        cohort_users=500,
+        retention_weeks=52,
+        weekly_loss=9,
+    )
+    build(path, marts)
 
 
 def _ms(values: list[float]) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """A small serving snapshot and a real ``sluice serve`` on 127.0.0.1 that reads it.
 
-The snapshot is published by ``serving.snapshot.publish_snapshot`` from a warehouse whose
-marts tables are written here with plain SQL (the marts' own logic is tested in
-tests/dbt_project and tests/serving): 60 days ending today, so ranges can be open or closed.
+The snapshot is published by ``serving.snapshot.publish_snapshot`` from a warehouse of fake
+marts (``tests.serving.fake_marts``: the contracts' columns, made-up numbers): 60 days ending
+today, so ranges can be open or closed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 import uvicorn
@@ -27,6 +26,8 @@ from common.settings import Settings, load_settings
 from serving.query_api import QueryApi
 from serving.snapshot import publish_snapshot
 from tests.ingestion.api.conftest import Server, free_port
+from tests.serving import fake_marts
+from tests.serving.fake_marts import FakeMarts
 
 DAYS = 60
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -47,39 +48,11 @@ LIMITS = {
     "SLUICE_QUERY_SCAN_ROWS_PER_DAY": "3000000",
 }
 
-MARTS_SQL = f"""
-create schema marts;
-create table marts.dau as
-    select day::date as event_date, (100 + 3 * i)::bigint as active_users
-    from (select date '{FIRST}' + i::int as day, i from range({DAYS}) as t(i));
-create table marts.revenue_daily as
-    select event_date, active_users * 1.5 as revenue_usd, (active_users // 10)::bigint as orders,
-           (active_users // 12)::bigint as paying_users
-    from marts.dau;
-create table marts.wau_mau as
-    select event_date, active_users as dau, active_users * 3 as wau, active_users * 6 as mau,
-           1 / 6 as stickiness
-    from marts.dau;
-create table marts.event_counts_daily as
-    select event_date, 'track' as event_type, name as event_name,
-           active_users * 2 as events, active_users as users
-    from marts.dau, (values ('Signed Up'), ('Feature Used'), ('Order Completed')) as n(name);
-create table marts.funnel_daily as
-    select event_date, 20::bigint as signed_up, 12::bigint as used_feature_within_7d,
-           5::bigint as ordered_within_7d
-    from marts.dau;
-create table marts.retention_weekly as
-    select cohort_week, weeks::int as weeks_since_first_seen, 50::bigint as cohort_users,
-           (50 - 5 * weeks)::bigint as retained_users, (50 - 5 * weeks) / 50 as retention_rate
-    from (select distinct date_trunc('week', event_date)::date as cohort_week from marts.dau),
-         range(4) as w(weeks);
-"""
+MARTS = FakeMarts(days=DAYS, last=TODAY)
 
 
 def build_warehouse(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(path)) as con:
-        con.execute(MARTS_SQL)
+    fake_marts.build_warehouse(path, MARTS)
 
 
 def publish(settings: Settings, run_id: str) -> None:
