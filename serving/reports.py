@@ -42,6 +42,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from common.durable import atomic_write_text
 from serving.snapshot import SnapshotVersion, connect_snapshot, read_version
 
 FORMATS = ("html", "csv")
@@ -433,15 +434,13 @@ def render_html(result: ReportResult) -> str:
 
 
 def write_report(result: ReportResult, out_dir: Path, fmt: str) -> Path:
-    """Write ``<out_dir>/<report>/<end day>.<fmt>`` whole (a reader never sees half a file)."""
+    """Write ``<out_dir>/<report>/<end day>.<fmt>`` whole and durably (a reader never sees half
+    a file, and after a crash it holds the old report or the new one)."""
     if fmt not in FORMATS:
         raise ReportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     text = render_html(result) if fmt == "html" else render_csv(result)
     target = out_dir / result.report.name / f"{result.end.isoformat()}.{fmt}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(target)
+    atomic_write_text(target, text)
     return target
 
 

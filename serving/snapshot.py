@@ -3,14 +3,17 @@
 DuckDB lets one process write a file, and a reader of the warehouse would block the pipeline
 (and be blocked by it). So readers never open the warehouse: after each successful build the
 pipeline copies the marts into a NEW DuckDB file beside the snapshot, records what it holds
-in ``sluice_meta``, and renames it over the old one with ``os.replace``. A reader that opens
-the snapshot gets either the old file or the new one, always complete, and holds no lock the
-pipeline waits for. The file is written in DuckDB's storage format v1.0.0, which the DuckDB
-1.x clients bundled in BI tools can open.
+in ``sluice_meta``, and renames it over the old one (``common.durable``: the file fsynced,
+renamed, its folder fsynced). A reader that opens the snapshot gets either the old file or the
+new one, always complete, also after a crash, and holds no lock the pipeline waits for. The
+file is written in DuckDB's storage format v1.0.0, which the DuckDB 1.x clients bundled in BI
+tools can open.
 
 The same tables are also exported as Parquet, for tools that read files rather than DuckDB:
 ``<parquet dir>/<version>/<schema>/<table>/`` (Hive-partitioned by ``event_date`` when the
-table has that column), and a ``current`` symlink that is swapped to each new version.
+table has that column), and a ``current`` symlink that is swapped to each new version. The
+version folder is on disk (every file and folder fsynced) before it is renamed into place, and
+the link is swapped the same durable way.
 
 Reads nothing from the environment: callers pass the paths (``Settings.warehouse_path`` and
 ``Settings.serving_path``).
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import duckdb
 
-from common.durable import fsync_path
+from common.durable import fsync_path, replace_durably, temporary_beside
 
 # The oldest storage format DuckDB 2.x can write; DuckDB 1.0 and later open it.
 STORAGE_VERSION = "v1.0.0"
@@ -111,20 +114,15 @@ def publish_snapshot(
         raise FileNotFoundError(
             f"no warehouse at {warehouse}; build the marts first (`sluice materialize`)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{run_id}.partial")
-    leftovers = (partial, partial.with_name(partial.name + ".wal"))
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-    try:
-        version = _copy_tables(warehouse, partial, run_id, schemas)
-        # On disk before the rename, so a crash never leaves a half-written snapshot in place.
-        fsync_path(partial)
-        os.replace(partial, target)
-        fsync_path(target.parent)
-    finally:
-        for path in leftovers:
-            path.unlink(missing_ok=True)
+    with temporary_beside(target, suffix=".partial") as partial:
+        wal = partial.with_name(partial.name + ".wal")
+        try:
+            version = _copy_tables(warehouse, partial, run_id, schemas)
+            # DuckDB wrote the file, not a handle of ours: on disk before the rename.
+            fsync_path(partial)
+            replace_durably(partial, target)
+        finally:
+            wal.unlink(missing_ok=True)
     return version
 
 
@@ -138,42 +136,55 @@ def publish_parquet(snapshot: Path, out_dir: Path, version: SnapshotVersion, kee
     one has a whole publish interval to finish."""
     name = f"{version.built_at:%Y%m%dT%H%M%S}-{version.run_id[:8]}"
     target = out_dir / name
-    partial = out_dir / f".{name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        with duckdb.connect(str(snapshot), read_only=True) as con:
-            for qualified in version.row_counts:
-                schema, table = qualified.split(".", 1)
-                columns = {
-                    row[0]
-                    for row in con.execute(
-                        "select column_name from duckdb_columns() "
-                        "where schema_name = ? and table_name = ?",
-                        [schema, table],
-                    ).fetchall()
-                }
-                folder = partial / schema / table
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                source = f"select * from {_quoted(schema)}.{_quoted(table)}"
-                if PARTITION_COLUMN in columns:
-                    options = f"format parquet, partition_by ({PARTITION_COLUMN})"
-                    con.execute(f"copy ({source}) to {_literal(folder)} ({options})")
-                else:
-                    folder.mkdir()
-                    con.execute(f"copy ({source}) to {_literal(folder / 'data.parquet')}")
-        partial.rename(target)
-        link = out_dir / f".{CURRENT_LINK}.{os.getpid()}.partial"
-        link.unlink(missing_ok=True)
+    with temporary_beside(target, suffix=".partial") as partial:
+        partial.mkdir()
+        try:
+            _export_parquet(snapshot, version, partial)
+            _fsync_tree(partial)
+            replace_durably(partial, target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    with temporary_beside(out_dir / CURRENT_LINK, suffix=".partial") as link:
         link.symlink_to(name)
-        os.replace(link, out_dir / CURRENT_LINK)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        replace_durably(link, out_dir / CURRENT_LINK)
     versions = sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink())
     for old in versions[:-keep]:
         if old.name != name and not old.name.startswith("."):
             shutil.rmtree(old, ignore_errors=True)
     return out_dir / CURRENT_LINK
+
+
+def _export_parquet(snapshot: Path, version: SnapshotVersion, folder: Path) -> None:
+    """Each table of the snapshot as Parquet under ``folder/<schema>/<table>/``."""
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        for qualified in version.row_counts:
+            schema, table = qualified.split(".", 1)
+            columns = {
+                row[0]
+                for row in con.execute(
+                    "select column_name from duckdb_columns() "
+                    "where schema_name = ? and table_name = ?",
+                    [schema, table],
+                ).fetchall()
+            }
+            table_folder = folder / schema / table
+            table_folder.parent.mkdir(parents=True, exist_ok=True)
+            source = f"select * from {_quoted(schema)}.{_quoted(table)}"
+            if PARTITION_COLUMN in columns:
+                options = f"format parquet, partition_by ({PARTITION_COLUMN})"
+                con.execute(f"copy ({source}) to {_literal(table_folder)} ({options})")
+            else:
+                table_folder.mkdir()
+                con.execute(f"copy ({source}) to {_literal(table_folder / 'data.parquet')}")
+
+
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file below ``folder``, then each folder, deepest first: DuckDB wrote them
+    through handles of its own, and a folder's entries must outlive a crash as its files do."""
+    for root, _folders, files in os.walk(folder, topdown=False):
+        for name in files:
+            fsync_path(Path(root) / name)
+        fsync_path(Path(root))
 
 
 def connect_snapshot(path: Path) -> duckdb.DuckDBPyConnection:

@@ -20,9 +20,10 @@ import duckdb
 import pytest
 
 from common.settings import REPO_DIR, Settings
-from serving.snapshot import connect_snapshot, read_version
+from serving.snapshot import connect_snapshot, publish_parquet, publish_snapshot, read_version
 from tests.serving import activity
 from tests.serving.conftest import DAYS, FIRST, LAST
+from tests.serving.fake_marts import FakeMarts, build_warehouse
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +193,7 @@ def test_readers_polling_during_a_backfill_never_fail_and_see_whole_versions(
 HOLDER = """
 import sys
 from pathlib import Path
-from serving.snapshot import connect_snapshot, read_version
+from serving.snapshot import connect_snapshot, publish_parquet, publish_snapshot, read_version
 con = connect_snapshot(Path(sys.argv[1]))
 print(read_version(con).run_id, flush=True)
 sys.stdin.readline()
@@ -225,6 +226,23 @@ def test_the_marts_are_also_parquet_files_partitioned_by_day(built: Settings) ->
     days = sorted(p.name for p in (current / "marts" / "dau").iterdir())
     assert days == [f"event_date={FIRST + dt.timedelta(days=n)}" for n in range(DAYS)]
     assert (current / "marts" / "retention_weekly" / "data.parquet").is_file()
+
+
+def test_each_parquet_publish_swaps_current_whole_and_keeps_two_versions(tmp_path: Path) -> None:
+    warehouse, snapshot = tmp_path / "warehouse.duckdb", tmp_path / "snapshot.duckdb"
+    build_warehouse(warehouse, FakeMarts(days=3, last=LAST))
+    out_dir = tmp_path / "parquet"
+    published = []
+    for run_id in ("run-1", "run-2", "run-3"):
+        version = publish_snapshot(warehouse, snapshot, run_id)
+        current = publish_parquet(snapshot, out_dir, version)
+        published.append(current.resolve().name)
+        days = sorted(p.name for p in (current / "marts" / "dau").iterdir())
+        assert days == [f"event_date={LAST - dt.timedelta(days=n)}" for n in (2, 1, 0)]
+    assert len(set(published)) == 3
+    # The two newest versions stay, and no partial folder or link is left beside them.
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(["current", *published[1:]])
+    assert not list(tmp_path.glob(".*")), "a partial snapshot was left"
 
 
 def _python_examples() -> list[str]:
