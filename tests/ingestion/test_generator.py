@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from common.settings import SAMPLE_DIR
-from ingestion.generator import CURRENCIES, GenerateResult, generate, landing_file_name
+from ingestion.generator import GenerateResult, generate, landing_file_name
+from ingestion.generator.params import CURRENCIES
 
 START = dt.date(2024, 3, 4)  # a Monday
 DAYS = 30
