@@ -65,7 +65,8 @@ def sluice_load(params: dict[str, Any]) -> dict[str, Any]:
     import duckdb
 
     from common.settings import load_settings
-    from ingestion.landing_source import LoadReport, landing_source
+    from ingestion.landing import landing_source
+    from ingestion.landing.helpers import LoadReport
     from ingestion.pipeline import make_pipeline
 
     settings = load_settings()

@@ -40,7 +40,7 @@ from common.settings import Settings
 from ingestion.api.messages import TimestampParser, dumps, iso, stamp
 from ingestion.api.ratelimit import RateLimiter
 from ingestion.api.segments import GroupCommitter, SegmentWriter, lock_landing, recover
-from ingestion.landing import LANDING_SUFFIX, valid_utf8
+from ingestion.contract import LANDING_SUFFIX, valid_utf8
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024

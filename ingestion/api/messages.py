@@ -1,18 +1,20 @@
 """Stamp incoming messages as Segment does, and pre-check them against the event contract.
 
-The contract is the loader's DuckDB validation (``ingestion.landing``): it decides what
-reaches ``raw.events``. The API writes every message it accepted from a client to a landing
-segment, valid or not, and the loader quarantines the invalid ones with its own reason. This
-module only predicts that outcome, cheaply and in the same order of checks, so the response
-and the metrics can count rejections; ``tests/ingestion/api/test_contract_agreement.py``
-proves the prediction matches the loader. Timestamps the fast path cannot read are parsed by
-DuckDB itself, so both sides agree on what a timestamp is.
+The contract is the loader's DuckDB validation (``ingestion.landing.queries``; the rules and
+reasons are ``ingestion.contract``'s): it decides what reaches ``raw.events``. The API writes
+every message it accepted from a client to a landing segment, valid or not, and the loader
+quarantines the invalid ones with its own reason. This module only predicts that outcome,
+cheaply and in the same order of checks, so the response and the metrics can count
+rejections; ``tests/ingestion/api/test_contract_agreement.py`` proves the prediction matches
+the loader. Timestamps the fast path cannot read are parsed by DuckDB itself, so both sides
+agree on what a timestamp is.
 
-One rule is the API's own: a timestamp more than 24 hours in the future (after skew
-correction) is rejected. The client is told so in those words; the loader has no such rule,
-so such a message is written wrapped in an object whose ``type`` names the reason, the loader
-rejects it as an unknown type with that text (``loader_reason``), and the original message is
-kept whole in ``raw_line``. Reads no environment.
+One rule is the API's own (``contract.FUTURE_REASON``): a timestamp more than 24 hours in
+the future (after skew correction) is rejected. The client is told so in those words; the
+loader has no such rule, so such a message is written wrapped in an object whose ``type``
+names the reason, the loader rejects it as an unknown type with that text
+(``loader_reason``), and the original message is kept whole in ``raw_line``. Reads no
+environment.
 """
 
 from __future__ import annotations
@@ -27,21 +29,17 @@ from typing import Any, NamedTuple
 import duckdb
 import orjson
 
-from ingestion.landing import MAX_MESSAGE_ID_LENGTH, MESSAGE_TYPES
+from ingestion import contract
 
 MAX_FUTURE = dt.timedelta(hours=24)
-FUTURE_REASON = "timestamp more than 24 hours in the future"
-REJECTED_BY_API_PREFIX = "rejected by the ingest API: "
 # Reasons of the API's own rules, which the loader reports as an unknown type.
-API_REASONS = frozenset({FUTURE_REASON})
+API_REASONS = frozenset({contract.FUTURE_REASON})
 
 # The common shape SDKs send; anything else is parsed by DuckDB, as the loader does.
 _FAST_TIMESTAMP = re.compile(
     r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
 )
-_MESSAGE_TYPES = frozenset(MESSAGE_TYPES)
-_OBJECT_FIELDS = ("properties", "traits", "context")
-_TIMESTAMP_FIELDS = ("timestamp", "sentAt", "receivedAt")
+_MESSAGE_TYPES = frozenset(contract.MESSAGE_TYPES)
 
 
 class TimestampParser:
@@ -122,37 +120,37 @@ def contract_reason(
 ) -> str | None:
     """The loader's reason for rejecting ``doc``, or None when the loader accepts it.
 
-    Mirrors ``ingestion.landing._VALIDATE_SQL`` check for check, in the same order.
+    Mirrors ``ingestion.landing.queries.VALIDATE_SQL`` check for check, in the same order.
     ``valid`` names timestamp fields already known to parse (the caller parsed them).
     """
     if not isinstance(doc, dict):
-        return "not a JSON object"
+        return contract.NOT_AN_OBJECT
     kind = _text(doc.get("type"))
     if kind is None:
-        return "missing field type"
+        return contract.MISSING_TYPE
     if kind not in _MESSAGE_TYPES:
-        return f'unknown type "{kind}"'
+        return contract.UNKNOWN_TYPE.format(value=kind)
     if _text(doc.get("userId")) is None and _text(doc.get("anonymousId")) is None:
-        return "missing userId and anonymousId (at least one is required)"
+        return contract.MISSING_IDS
     message_id = _text(doc.get("messageId"))
-    if message_id is not None and len(message_id) > MAX_MESSAGE_ID_LENGTH:
-        return f"messageId longer than {MAX_MESSAGE_ID_LENGTH} characters"
+    if message_id is not None and len(message_id) > contract.MAX_MESSAGE_ID_LENGTH:
+        return contract.LONG_MESSAGE_ID
     if kind == "track" and _text(doc.get("event")) is None:
-        return "track message without event"
-    for field in _TIMESTAMP_FIELDS:
+        return contract.TRACK_WITHOUT_EVENT
+    for field in contract.TIMESTAMP_FIELDS:
         if field in valid:
             continue
         text = _timestamp_text(doc.get(field))
         if text is None:
             if field == "timestamp":
-                return "missing field timestamp"
+                return contract.MISSING_TIMESTAMP
             continue
         if timestamps.parse(text) is None:
-            return f'{field} "{text}" is not an ISO-8601 timestamp'
-    for field in _OBJECT_FIELDS:
+            return contract.NOT_A_TIMESTAMP.format(field=field, value=text)
+    for field in contract.OBJECT_FIELDS:
         value = doc.get(field)
         if value is not None and not isinstance(value, dict):
-            return f"{field} is not an object"
+            return contract.FIELD_NOT_AN_OBJECT.format(field=field)
     return None
 
 
@@ -167,7 +165,7 @@ def _plainly_valid(doc: dict[str, Any]) -> bool:
         not isinstance(kind, str)
         or kind not in _MESSAGE_TYPES
         or not isinstance(message_id, str)
-        or not 0 < len(message_id) <= MAX_MESSAGE_ID_LENGTH
+        or not 0 < len(message_id) <= contract.MAX_MESSAGE_ID_LENGTH
     ):
         return False
     if not (user_id.__class__ is str and user_id) and not (
@@ -178,7 +176,7 @@ def _plainly_valid(doc: dict[str, Any]) -> bool:
         event = doc.get("event")
         if event.__class__ is not str or not event:
             return False
-    for field in _OBJECT_FIELDS:
+    for field in contract.OBJECT_FIELDS:
         value = doc.get(field)
         if value is not None and value.__class__ is not dict:
             return False
@@ -200,7 +198,7 @@ def loader_reason(reason: str | None) -> str | None:
     """The reason the loader writes to ``raw.rejected_events`` for a message the API rejects
     with ``reason``: the same text, except for the API's own rules (see the module doc)."""
     if reason in API_REASONS:
-        return f'unknown type "{REJECTED_BY_API_PREFIX}{reason}"'
+        return contract.UNKNOWN_TYPE.format(value=contract.REJECTED_BY_API_PREFIX + reason)
     return reason
 
 
@@ -276,9 +274,9 @@ def stamp(
         reason = contract_reason(doc, timestamps, frozenset(valid))
     if reason is None and corrected is not None and corrected - received_at > MAX_FUTURE:
         wrapper = {
-            "type": REJECTED_BY_API_PREFIX + FUTURE_REASON,
+            "type": contract.REJECTED_BY_API_PREFIX + contract.FUTURE_REASON,
             "receivedAt": received_text,
             "message": doc,
         }
-        return Stamped(dumps(wrapper), FUTURE_REASON)
+        return Stamped(dumps(wrapper), contract.FUTURE_REASON)
     return Stamped(dumps(doc), reason)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from common.durable import fsync_path
-from ingestion.landing import LANDING_SUFFIX
+from ingestion.contract import LANDING_SUFFIX
 
 OPEN_SUFFIX = LANDING_SUFFIX + ".tmp"
 LOCK_NAME = ".ingest-api.lock"

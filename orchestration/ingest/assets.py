@@ -15,7 +15,8 @@ from common.settings import (
     WAREHOUSE_POOL,
     Settings,
 )
-from ingestion.landing_source import LoadReport, landing_source
+from ingestion.landing import landing_source
+from ingestion.landing.helpers import LoadReport
 from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline
 from orchestration.lib import GROUP_INGEST, OWNER_PLATFORM, RAW_FRESHNESS, late_days
 

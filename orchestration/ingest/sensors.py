@@ -5,7 +5,7 @@ import hashlib
 import dagster as dg
 
 from common.settings import Settings
-from ingestion.landing_source import new_landing_files
+from ingestion.landing.helpers import new_landing_files
 from ingestion.pipeline import PIPELINE_NAME
 from orchestration.lib import AssetJob
 

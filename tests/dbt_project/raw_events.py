@@ -1,10 +1,10 @@
 """Handcrafted raw Segment messages, in the loader's tables, for the dbt project tests.
 
 ``raw.events`` and ``raw.rejected_events`` are created here with the columns the dlt loader
-writes, so the dbt tests do not need the loader. The messages cover five UTC days,
-2024-03-01 to 2024-03-05: offsets that cross midnight UTC, a message delivered twice in one
-file and one retried on the next day, orders in EUR, JPY (a total only), GBP (no amount) and
-an unknown currency, and users who only identify.
+writes (its own column lists), so the dbt tests do not need to run the loader. The messages
+cover five UTC days, 2024-03-01 to 2024-03-05: offsets that cross midnight UTC, a message
+delivered twice in one file and one retried on the next day, orders in EUR, JPY (a total
+only), GBP (no amount) and an unknown currency, and users who only identify.
 """
 
 from __future__ import annotations
@@ -17,50 +17,21 @@ from typing import Any
 
 import duckdb
 
-RAW_DDL = """
-create schema raw;
-create table raw.events (
-    message_id varchar not null,
-    type varchar not null,
-    event varchar,
-    name varchar,
-    user_id varchar,
-    anonymous_id varchar,
-    "timestamp" timestamp with time zone not null,
-    sent_at timestamp with time zone,
-    received_at timestamp with time zone,
-    properties json,
-    traits json,
-    context json,
-    _source_file varchar,
-    _line_number bigint,
-    _loaded_at timestamp with time zone
-);
-create table raw.rejected_events (
-    _source_file varchar,
-    _line_number bigint,
-    reason varchar,
-    raw_line varchar,
-    _rejected_at timestamp with time zone
-);
-"""
+from ingestion.landing.queries import RAW_EVENTS_COLUMNS, RAW_REJECTED_COLUMNS
 
-RAW_EVENT_COLUMNS = (
-    "message_id",
-    "type",
-    "event",
-    "name",
-    "user_id",
-    "anonymous_id",
-    "timestamp",
-    "sent_at",
-    "received_at",
-    "properties",
-    "traits",
-    "context",
-    "_source_file",
-    "_line_number",
-    "_loaded_at",
+
+def _create_table(name: str, columns: dict[str, str]) -> str:
+    listed = ", ".join(f'"{column}" {kind}' for column, kind in columns.items())
+    return f"create table {name} ({listed})"
+
+
+# The loader's own column lists, so these tables are the ones it writes.
+RAW_DDL = ";\n".join(
+    [
+        "create schema raw",
+        _create_table("raw.events", RAW_EVENTS_COLUMNS),
+        _create_table("raw.rejected_events", RAW_REJECTED_COLUMNS),
+    ]
 )
 
 
@@ -81,24 +52,25 @@ class RawEvent:
     properties: dict[str, Any] | None = None
     traits: dict[str, Any] | None = None
 
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.message_id,
-            self.type,
-            self.event,
-            self.name,
-            self.user_id,
-            self.anonymous_id,
-            self.timestamp,
-            self.timestamp,
-            self.timestamp,
-            None if self.properties is None else json.dumps(self.properties),
-            None if self.traits is None else json.dumps(self.traits),
-            json.dumps({"library": {"name": "analytics.js"}}),
-            self.source_file,
-            self.line_number,
-            self.loaded_at,
-        )
+    def row(self) -> dict[str, Any]:
+        """The row's values by column of raw.events."""
+        return {
+            "message_id": self.message_id,
+            "type": self.type,
+            "event": self.event,
+            "name": self.name,
+            "user_id": self.user_id,
+            "anonymous_id": self.anonymous_id,
+            "timestamp": self.timestamp,
+            "sent_at": self.timestamp,
+            "received_at": self.timestamp,
+            "properties": None if self.properties is None else json.dumps(self.properties),
+            "traits": None if self.traits is None else json.dumps(self.traits),
+            "context": json.dumps({"library": {"name": "analytics.js"}}),
+            "_source_file": self.source_file,
+            "_line_number": self.line_number,
+            "_loaded_at": self.loaded_at,
+        }
 
 
 def _file(day: str, messages: Sequence[dict[str, Any]]) -> list[RawEvent]:
@@ -267,18 +239,14 @@ RAW_EVENTS: list[RawEvent] = [
 
 
 def insert_raw_events(warehouse: Path, events: Sequence[RawEvent]) -> None:
-    placeholders = ", ".join(
-        "cast(? as json)"
-        if column in ("properties", "traits", "context")
-        else "cast(? as timestamptz)"
-        if column in ("timestamp", "sent_at", "received_at", "_loaded_at")
-        else "?"
-        for column in RAW_EVENT_COLUMNS
-    )
+    rows = [event.row() for event in events]
+    columns = list(rows[0])
+    names = ", ".join(f'"{column}"' for column in columns)
+    values = ", ".join(f"cast(? as {RAW_EVENTS_COLUMNS[column]})" for column in columns)
     with duckdb.connect(str(warehouse)) as con:
         con.executemany(
-            f"insert into raw.events ({', '.join(RAW_EVENT_COLUMNS)}) values ({placeholders})",
-            [event.row() for event in events],
+            f"insert into raw.events ({names}) values ({values})",
+            [list(row.values()) for row in rows],
         )
 
 
@@ -287,7 +255,8 @@ def create_raw_warehouse(warehouse: Path) -> None:
     with duckdb.connect(str(warehouse)) as con:
         con.execute(RAW_DDL)
         con.execute(
-            "insert into raw.rejected_events values "
+            "insert into raw.rejected_events "
+            "(_source_file, _line_number, reason, raw_line, _rejected_at) values "
             "('landing/2024-03-02.jsonl', 3, 'not valid JSON', '{\"type\": ', "
             "timestamptz '2024-03-02 01:00:00+00:00')"
         )

@@ -9,8 +9,10 @@ from pathlib import Path
 import duckdb
 
 from common.settings import Settings
-from ingestion.landing import batches
-from ingestion.landing_source import STAGING_FOLDER, LoadReport, landing_source
+from ingestion.landing import landing_source
+from ingestion.landing.helpers import LoadReport, batches
+from ingestion.landing.queries import RAW_EVENTS_COLUMNS, RAW_REJECTED_COLUMNS
+from ingestion.landing.settings import STAGING_FOLDER
 from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline
 
 GOOD = [
@@ -135,8 +137,25 @@ def test_lines_without_message_id_get_a_deterministic_one(make_settings) -> None
     assert len(ids) == 1 and ids[0][0].startswith("sluice-")
 
 
+def test_raw_tables_have_the_columns_the_loader_declares(make_settings) -> None:
+    # The dbt tests build their raw tables from the same lists (tests/dbt_project/raw_events.py).
+    settings = make_settings(dt.date(2026, 3, 1))
+    write_lines(settings.landing_dir / "a.jsonl", [json.dumps(GOOD[0]), "{broken"])
+    load(settings)
+    for table, columns in (
+        ("events", RAW_EVENTS_COLUMNS),
+        ("rejected_events", RAW_REJECTED_COLUMNS),
+    ):
+        found = query(
+            settings,
+            "select column_name, lower(data_type) from information_schema.columns "
+            f"where table_schema = 'raw' and table_name = '{table}' order by ordinal_position",
+        )
+        assert found == list(columns.items())
+
+
 def test_files_parsed_in_one_batch_or_many_load_the_same(make_settings, monkeypatch) -> None:
-    import ingestion.landing_source as landing_source_module
+    import ingestion.landing as landing_source_module
 
     lines = [json.dumps(m) for m in GOOD] + ["{broken"]
     together = make_settings(dt.date(2026, 3, 1), name="together")

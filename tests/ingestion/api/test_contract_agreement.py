@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ingestion.api.app import parse_body
 from ingestion.api.messages import TimestampParser, loader_reason, stamp
-from ingestion.landing import parse_file
+from ingestion.landing.helpers import parse_file
 from tests.ingestion.api.strategies import (
     OddMessage,
     good_messages,

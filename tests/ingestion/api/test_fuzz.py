@@ -13,7 +13,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestion.landing import parse_file
+from ingestion.landing.helpers import parse_file
 from tests.ingestion.api.conftest import Server, client_port, segments
 from tests.ingestion.api.strategies import good_messages, json_values, messages, odd_messages
 

@@ -12,7 +12,7 @@ import orjson
 
 from common.keys import KeyStore
 from ingestion.api.messages import loader_reason
-from ingestion.landing import parse_file
+from ingestion.landing.helpers import parse_file
 from tests.ingestion.api.conftest import Server, iso, landed_lines, segments
 
 

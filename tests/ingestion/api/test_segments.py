@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ingestion.api.segments import LandingLocked, SegmentWriter, lock_landing, recover
-from ingestion.landing import landing_files
+from ingestion.landing.helpers import landing_files
 from sluice.runs import run_job
 from tests.ingestion.api.conftest import Server, iso, segments
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from ingestion.landing import parse_file
+from ingestion.landing.helpers import parse_file
 from tests.ingestion.api.conftest import Server, client_port, iso, landed_lines, segments
 
 

@@ -1,0 +1,28 @@
+"""The landing source's settings: constants only, nothing read from the environment.
+
+Whose a landing file is, how much of them one query parses, and
+the names dlt knows the source, its state and its tables by. What a landing file is (its
+suffix, its encoding) is the event contract's, ``ingestion.contract``: the ingest API writes
+by it without importing this package, which would import dlt.
+"""
+
+from __future__ import annotations
+
+from common.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE
+
+# Writers that know their sender put files under sources/<name>/; files dropped anywhere
+# else belong to the source "files".
+SOURCES_FOLDER = "sources"
+FILES_SOURCE = "files"
+
+# A batch of new files (or of a big file's lines) is parsed in one query; at its peak the
+# load holds about 5x the batch in memory (1.3 GB for 256 MB of lines).
+BATCH_BYTES = 256 << 20
+# Where a load's Parquet files wait for dlt to import them, in the pipeline's working folder.
+STAGING_FOLDER = "landing_staging"
+
+SOURCE_NAME = "landing"
+# The resource whose dlt state lists the loaded files (see landing_file_contents).
+FILES_RESOURCE = "landing_files"
+EVENTS_TABLE = RAW_EVENTS_TABLE
+REJECTED_TABLE = RAW_REJECTED_TABLE
