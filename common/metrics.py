@@ -1,15 +1,21 @@
-"""The ingest API's counters and histograms, rendered in Prometheus' text format.
+"""Metrics of ``sluice serve`` on ``prometheus_client``: the shared buckets and the ingest
+API's counters and histograms.
 
-Rejection reasons are labelled with quoted values replaced by ``"..."`` (as the load report
-groups them), so a label never carries payload text. Reads no environment.
+The server (``sluice/server.py``) makes one ``CollectorRegistry`` per app and hands it to
+each API, which registers its metrics there; ``/metrics`` renders that registry with
+``generate_latest`` in Prometheus' text format 0.0.4. Figures that only make sense when asked
+(segments waiting for the load, the snapshot's age) are gauges whose value is read at scrape
+time (``Gauge.set_function``) or custom collectors. Rejection reasons are labelled with quoted
+values replaced by ``"..."`` (as the load report groups them), so a label never carries
+payload text. Reads no environment.
 """
 
 from __future__ import annotations
 
-import bisect
+import functools
 import re
-from collections import Counter
-from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _QUOTED = re.compile(r'"[^"]*"')
 
@@ -22,101 +28,53 @@ def reason_label(reason: str) -> str:
     return text[:200]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class IngestMetrics:
+    """The ingest API's counters and histograms, registered in ``registry``."""
 
-
-@dataclass
-class Histogram:
-    buckets: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * len(self.buckets)
-
-    def observe(self, value: float) -> None:
-        index = bisect.bisect_left(self.buckets, value)
-        if index < len(self.counts):
-            self.counts[index] += 1
-        self.total += value
-        self.count += 1
-
-    def render(self, name: str, help_text: str) -> list[str]:
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        cumulative = 0
-        for bound, count in zip(self.buckets, self.counts, strict=True):
-            cumulative += count
-            lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{name}_sum {self.total}")
-        lines.append(f"{name}_count {self.count}")
-        return lines
-
-
-@dataclass
-class Metrics:
-    accepted: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)
-    rate_limited: Counter[str] = field(default_factory=Counter)
-    responses: Counter[tuple[str, int]] = field(default_factory=Counter)
-    bytes_in: int = 0
-    request_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
-    fsync_latency: Histogram = field(default_factory=lambda: Histogram(FSYNC_BUCKETS))
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.accepted = Counter(
+            "sluice_api_messages_accepted",
+            "Messages appended to landing that meet the event contract, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "sluice_api_messages_rejected",
+            "Messages appended to landing for quarantine (raw.rejected_events), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "sluice_api_requests_rate_limited",
+            "Requests answered 429 because the write key's token bucket was empty, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.responses = Counter(
+            "sluice_api_responses",
+            "Responses by path and status code.",
+            ["path", "status"],
+            registry=registry,
+        )
+        self.bytes_in = Counter(
+            "sluice_api_request_bytes", "Request body bytes received.", registry=registry
+        )
+        self.request_latency = Histogram(
+            "sluice_api_request_duration_seconds",
+            "Time from request to response.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.fsync_latency = Histogram(
+            "sluice_api_fsync_duration_seconds",
+            "Time to write and fsync one commit group.",
+            buckets=FSYNC_BUCKETS,
+            registry=registry,
+        )
+        # labels() takes a lock and builds its key on every call; every request counts an
+        # answer and its source's messages, so it keeps those children (one per label value).
+        self.response = functools.cache(self.responses.labels)
+        self.source_accepted = functools.cache(self.accepted.labels)
 
     def reject(self, reason: str) -> None:
-        self.rejected[reason_label(reason)] += 1
-
-    def render(self, segments_open: int, segments_waiting: int) -> str:
-        lines: list[str] = []
-
-        def counter(name: str, help_text: str, rows: list[tuple[str, float]]) -> None:
-            lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} counter"])
-            lines.extend(f"{name}{labels} {value}" for labels, value in rows)
-
-        def gauge(name: str, help_text: str, value: float) -> None:
-            lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"])
-
-        counter(
-            "sluice_api_messages_accepted_total",
-            "Messages appended to landing that meet the event contract, by source.",
-            [(f'{{source="{_escape(k)}"}}', v) for k, v in sorted(self.accepted.items())],
-        )
-        counter(
-            "sluice_api_messages_rejected_total",
-            "Messages appended to landing for quarantine (raw.rejected_events), by reason.",
-            [(f'{{reason="{_escape(k)}"}}', v) for k, v in sorted(self.rejected.items())],
-        )
-        counter(
-            "sluice_api_requests_rate_limited_total",
-            "Requests answered 429 because the write key's token bucket was empty, by source.",
-            [(f'{{source="{_escape(k)}"}}', v) for k, v in sorted(self.rate_limited.items())],
-        )
-        counter(
-            "sluice_api_responses_total",
-            "Responses by path and status code.",
-            [
-                (f'{{path="{_escape(path)}",status="{status}"}}', v)
-                for (path, status), v in sorted(self.responses.items())
-            ],
-        )
-        counter("sluice_api_request_bytes_total", "Request body bytes received.", [])
-        lines.append(f"sluice_api_request_bytes_total {self.bytes_in}")
-        lines.extend(
-            self.request_latency.render(
-                "sluice_api_request_duration_seconds", "Time from request to response."
-            )
-        )
-        lines.extend(
-            self.fsync_latency.render(
-                "sluice_api_fsync_duration_seconds", "Time to write and fsync one commit group."
-            )
-        )
-        gauge("sluice_api_segments_open", "Landing segments being written.", segments_open)
-        gauge(
-            "sluice_api_segments_waiting",
-            "Closed landing segments of the API that the load has not picked up yet.",
-            segments_waiting,
-        )
-        return "\n".join(lines) + "\n"
+        self.rejected.labels(reason_label(reason)).inc()

@@ -24,8 +24,6 @@ status, the limit hit, rows, cache and time. Reads no environment: settings come
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
 import datetime as dt
 import hashlib
@@ -33,18 +31,21 @@ import json
 import logging
 import math
 import time
-from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from common.metrics import LATENCY_BUCKETS, Histogram
+from common.http import BadCredentials, MalformedBody, authorization_key, parse_json
+from common.metrics import LATENCY_BUCKETS
 from common.settings import REPO_DIR, REPORTS_DIR, Settings
 from serving.cache import ResultCache, ttl_for
 from serving.query_runner import (
@@ -107,16 +108,12 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _request_key(request: Request) -> str | None:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        return value.strip() or None
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[0] or None
-    return None
+    """A Bearer token or the user name of Basic credentials; None for anything else."""
+    try:
+        _scheme, key = authorization_key(request.headers.get("authorization", ""))
+    except BadCredentials:
+        return None
+    return key or None
 
 
 def _day(request: Request, name: str, default: dt.date) -> dt.date:
@@ -142,14 +139,69 @@ class SnapshotInfo:
     built_at: dt.datetime
 
 
-@dataclasses.dataclass
 class QueryMetrics:
-    latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(QUERY_BUCKETS))
-    refusals: Counter[str] = dataclasses.field(default_factory=Counter)
+    """The query API's metrics, registered in ``registry``; the cache's figures and the
+    snapshot's age (``snapshot_age``) are read when /metrics is asked."""
+
+    def __init__(
+        self, registry: CollectorRegistry, cache: ResultCache, snapshot_age: Callable[[], float]
+    ) -> None:
+        self.latency = Histogram(
+            "sluice_query_duration_seconds",
+            "Time to answer a report or query request (cache hits included).",
+            buckets=QUERY_BUCKETS,
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "sluice_query_refusals",
+            "Requests refused, by the limit they hit.",
+            ["limit"],
+            registry=registry,
+        )
+        registry.register(_CacheLookups(cache))
+        Gauge(
+            "sluice_query_cache_hit_ratio",
+            "Hits / lookups since the server started.",
+            registry=registry,
+        ).set_function(lambda: _hit_ratio(cache))
+        Gauge(
+            "sluice_serving_snapshot_age_seconds",
+            "Seconds since the snapshot was built.",
+            registry=registry,
+        ).set_function(snapshot_age)
+
+
+def _hit_ratio(cache: ResultCache) -> float:
+    lookups = cache.hits + cache.misses
+    return cache.hits / lookups if lookups else 0.0
+
+
+class _CacheLookups(Collector):
+    """The cache's own counts of hits and misses, as one counter."""
+
+    def __init__(self, cache: ResultCache) -> None:
+        self.cache = cache
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "sluice_query_cache_requests",
+            "Report and query lookups in the cache.",
+            labels=["result"],
+        )
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = self._family()
+        family.add_metric(["hit"], self.cache.hits)
+        family.add_metric(["miss"], self.cache.misses)
+        yield family
 
 
 class QueryApi:
-    """The read side of ``sluice serve``: routes, the cache, quotas and their metrics."""
+    """The read side of ``sluice serve``: routes, the cache, quotas and their metrics (in
+    ``registry``, the server's; a registry of its own when none is given)."""
 
     def __init__(
         self,
@@ -157,6 +209,7 @@ class QueryApi:
         keys: Keys,
         clock: Callable[[], float] = time.time,
         reports_dir: Path = REPORTS_DIR,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
@@ -178,7 +231,8 @@ class QueryApi:
         self.reports_snapshot = SharedSnapshot(settings.serving_path, self.limits)
         # Ad-hoc SQL is anyone's: it runs in child processes that may be killed.
         self.workers = QueryWorkers(settings.serving_path, self.limits, keep=CONCURRENT_QUERIES)
-        self.metrics = QueryMetrics()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = QueryMetrics(self.registry, self.cache, self.snapshot_age)
         # Longest first, so the reports folder inside the repository keeps its own name.
         folders = {
             reports_dir: "reports",
@@ -324,7 +378,7 @@ class QueryApi:
             self.quotas.admit(self._reader(request))
             reports = load_reports(self.reports_dir)
         except QueryRefused as error:
-            self.metrics.refusals[error.limit] += 1
+            self.metrics.refusals.labels(error.limit).inc()
             return self._refused(error)
         except ReportError as error:
             return self._refused(QueryRefused("report", 500, str(error)))
@@ -379,7 +433,7 @@ class QueryApi:
                 saved=True,
             )
         except QueryRefused as error:
-            self.metrics.refusals[error.limit] += 1
+            self.metrics.refusals.labels(error.limit).inc()
             return self._observe(
                 started, request, self._refused(error), fields | {"limit": error.limit}
             )
@@ -419,8 +473,8 @@ class QueryApi:
             if len(body) > MAX_SQL_BYTES:
                 raise QueryRefused("request_size", 413, "the request is over 64 KB")
             try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError:
+                doc = parse_json(body)
+            except MalformedBody:
                 raise QueryRefused(
                     "parameters", 400, 'send JSON: {"sql": "select ...", "approx": false}'
                 ) from None
@@ -434,7 +488,7 @@ class QueryApi:
                 reader, key, ttl_for(None, self._today()), sql, {}, approx, saved=False
             )
         except QueryRefused as error:
-            self.metrics.refusals[error.limit] += 1
+            self.metrics.refusals.labels(error.limit).inc()
             return self._observe(
                 started, request, self._refused(error), fields | {"limit": error.limit}
             )
@@ -465,37 +519,10 @@ class QueryApi:
 
     # -- metrics ---------------------------------------------------------------------------
 
-    def render_metrics(self) -> str:
-        """Prometheus text for the query API, appended to the ingest API's /metrics."""
-        lines = self.metrics.latency.render(
-            "sluice_query_duration_seconds",
-            "Time to answer a report or query request (cache hits included).",
-        )
-        hits, misses = self.cache.hits, self.cache.misses
-        ratio = hits / (hits + misses) if hits + misses else 0.0
-        lines += [
-            "# HELP sluice_query_cache_requests_total Report and query lookups in the cache.",
-            "# TYPE sluice_query_cache_requests_total counter",
-            f'sluice_query_cache_requests_total{{result="hit"}} {hits}',
-            f'sluice_query_cache_requests_total{{result="miss"}} {misses}',
-            "# HELP sluice_query_cache_hit_ratio Hits / lookups since the server started.",
-            "# TYPE sluice_query_cache_hit_ratio gauge",
-            f"sluice_query_cache_hit_ratio {ratio}",
-            "# HELP sluice_query_refusals_total Requests refused, by the limit they hit.",
-            "# TYPE sluice_query_refusals_total counter",
-        ]
-        lines += [
-            f'sluice_query_refusals_total{{limit="{limit}"}} {count}'
-            for limit, count in sorted(self.metrics.refusals.items())
-        ]
+    def snapshot_age(self) -> float:
+        """Seconds since the published snapshot was built; NaN when there is none."""
         try:
             built_at = self.snapshot_info().built_at.replace(tzinfo=dt.UTC)
-            age = self.clock() - built_at.timestamp()
+            return self.clock() - built_at.timestamp()
         except (QueryRefused, OverflowError, ValueError):
-            age = math.nan
-        lines += [
-            "# HELP sluice_serving_snapshot_age_seconds Seconds since the snapshot was built.",
-            "# TYPE sluice_serving_snapshot_age_seconds gauge",
-            f"sluice_serving_snapshot_age_seconds {age}",
-        ]
-        return "\n".join(lines) + "\n"
+            return math.nan

@@ -8,39 +8,36 @@ carries is appended to the write key's source's landing segment before the answe
 quarantine. Reads no environment: the settings come in through ``IngestApi``.
 
 The same app serves the read side, ``serving/query_api.py`` (reports, ad-hoc SQL on the
-serving snapshot, the dashboard) for read keys; its figures are appended to ``/metrics``.
+serving snapshot, the dashboard) for read keys; the server (``sluice/server.py``) mounts both
+and ``/metrics``, which renders the registry that both APIs count in.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import json
 import logging
 import os
-import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import orjson
+from prometheus_client import CollectorRegistry, Gauge
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from common.http import BadCredentials, MalformedBody, authorization_key, parse_json
 from common.keys import KeyFileError, KeyStore
-from common.metrics import Metrics
+from common.metrics import IngestMetrics
 from common.settings import Settings
 from ingestion.api.messages import TimestampParser, dumps, iso, stamp
 from ingestion.api.ratelimit import RateLimiter
 from ingestion.api.segments import GroupCommitter, SegmentWriter, lock_landing, recover
-from ingestion.contract import LANDING_SUFFIX, valid_utf8
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
@@ -68,14 +65,13 @@ def _json(
 
 
 def _basic_auth_key(header: str) -> str:
-    scheme, _, credentials = header.partition(" ")
-    if scheme.lower() != "basic":
-        raise HttpError(401, "Authorization must be Basic with the write key as user name")
     try:
-        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise HttpError(401, "Authorization header is not valid Basic credentials") from None
-    return decoded.partition(":")[0]
+        scheme, key = authorization_key(header)
+    except BadCredentials as error:
+        raise HttpError(401, str(error)) from None
+    if scheme != "basic":
+        raise HttpError(401, "Authorization must be Basic with the write key as user name")
+    return key
 
 
 async def _read_body(request: Request) -> bytes:
@@ -108,69 +104,43 @@ async def _read_body(request: Request) -> bytes:
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
-    """A request's JSON object. Text that is not valid Unicode is read as the loader reads it:
-    bytes that are not UTF-8 and lone UTF-16 surrogate escapes (``"\\ud800"``, valid JSON)
-    become U+FFFD, so such a message is stamped, answered and loaded like any other."""
-    if not body.strip():
-        raise HttpError(400, "malformed JSON: the body is empty")
+    """A request's JSON object; text that is not valid Unicode is read as the loader reads it
+    (``common.http.parse_json``), so such a message is stamped, answered and loaded like any
+    other."""
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = _parse_odd(body)
+        doc = parse_json(body)
+    except MalformedBody as error:
+        raise HttpError(400, str(error)) from None
     if not isinstance(doc, dict):
         raise HttpError(400, "malformed request: the body must be a JSON object")
     return doc
 
 
-def _parse_odd(body: bytes) -> Any:
-    """What orjson refuses: bad text (see ``parse_body``), a leading byte-order mark, and
-    anything else that JSON (and the loader) allow and the standard library reads; else the
-    400 for malformed JSON."""
-    text = valid_utf8(body).decode("utf-8").removeprefix("\ufeff")
-    text = _SURROGATE_ESCAPE.sub(_replace_lone_surrogate, text)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as error:
-        try:
-            return json.loads(text, parse_constant=_no_constant)
-        except (ValueError, RecursionError):
-            raise HttpError(400, f"malformed JSON: {error}") from None
-
-
-# A surrogate escape with its partner when it has one. An escaped backslash is matched first,
-# so the text backslash + "ud800" (written "\\ud800") is not taken for an escape.
-_SURROGATE_ESCAPE = re.compile(
-    r"\\\\"
-    r"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-    r"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
-)
-
-
-def _replace_lone_surrogate(match: re.Match[str]) -> str:
-    text = match.group()
-    return "\\ufffd" if len(text) == 6 else text
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 class IngestApi:
-    """The routes and the state they share: keys, limits, the committer and metrics."""
+    """The routes and the state they share: keys, limits, the committer and metrics (in
+    ``registry``, the server's; a registry of its own when none is given)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.keys = KeyStore(settings.api_keys_path)
         self.limiter = RateLimiter(settings.api_rate, settings.api_burst)
-        self.metrics = Metrics()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = IngestMetrics(self.registry)
         self.timestamps = TimestampParser()
         self.writer = SegmentWriter(
             settings.api_sources_dir, settings.api_segment_bytes, settings.api_segment_seconds
         )
         self.committer: GroupCommitter | None = None
         self._lock_fd: int | None = None
-        # More Prometheus text for /metrics (the query API's), rendered off the event loop.
-        self.extra_metrics: list[Callable[[], str]] = []
+        # Read when /metrics is asked, off the event loop.
+        Gauge(
+            "sluice_api_segments_open", "Landing segments being written.", registry=self.registry
+        ).set_function(lambda: self.writer.open_segments)
+        Gauge(
+            "sluice_api_segments_waiting",
+            "Closed landing segments of the API that the load has not picked up yet.",
+            registry=self.registry,
+        ).set_function(self.segments_waiting)
 
     def open(self) -> list[Path]:
         """Take the landing lock and close segments a crashed server left open."""
@@ -212,7 +182,7 @@ class IngestApi:
             )
         elapsed = time.perf_counter() - started
         self.metrics.request_latency.observe(elapsed)
-        self.metrics.responses[(path, response.status_code)] += 1
+        self.metrics.response(path, response.status_code).inc()
         if access_log.isEnabledFor(logging.INFO):
             client = request.client.host if request.client else None
             entry = {"method": request.method, "path": path, "status": response.status_code}
@@ -227,7 +197,7 @@ class IngestApi:
         key = _basic_auth_key(header) if header else None
         body = await _read_body(request)
         fields["bytes"] = len(body)
-        self.metrics.bytes_in += len(body)
+        self.metrics.bytes_in.inc(len(body))
         if kind in SINGLE_TYPES and len(body) > MAX_MESSAGE_BYTES:
             raise HttpError(413, f"message is {len(body)} bytes; the limit is 32 KB per message")
         doc = parse_body(body)
@@ -289,7 +259,7 @@ class IngestApi:
                     errors.append({"index": index, "reason": stamped.reason})
         wait = self.limiter.retry_after(source, len(messages))
         if wait:
-            self.metrics.rate_limited[source] += 1
+            self.metrics.rate_limited.labels(source).inc()
             raise HttpError(
                 429,
                 f"rate limit of {self.settings.api_rate} messages/s for write key {source!r} "
@@ -306,7 +276,7 @@ class IngestApi:
                     503, f"could not write to the landing area ({error.strerror})"
                 ) from None
         accepted = len(lines) - len(rejected)
-        self.metrics.accepted[source] += accepted
+        self.metrics.source_accepted(source).inc(accepted)
         for reason in rejected:
             self.metrics.reject(reason)
         fields |= {"accepted": accepted, "rejected": len(rejected)}
@@ -321,31 +291,17 @@ class IngestApi:
         return [
             Route("/v1/{kind}", self.ingest, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/metrics", self.metrics_text, methods=["GET"]),
         ]
 
     async def healthz(self, _request: Request) -> Response:
         return _json({"status": "ok"})
 
-    async def metrics_text(self, _request: Request) -> Response:
-        waiting = await asyncio.to_thread(self.segments_waiting)
-        text = self.metrics.render(self.writer.open_segments, waiting)
-        for render in self.extra_metrics:
-            text += await asyncio.to_thread(render)
-        return Response(text, media_type="text/plain; version=0.0.4")
-
     def segments_waiting(self) -> int:
         """Closed API segments not yet in the load's dlt state (read, never the warehouse)."""
+        from ingestion.landing.helpers import new_landing_files
         from ingestion.pipeline import PIPELINE_NAME
 
-        landing = self.settings.landing_dir
-        closed = {
-            p.relative_to(landing).as_posix()
-            for p in self.settings.api_sources_dir.glob(f"*/*{LANDING_SUFFIX}")
-        }
-        state_path = self.settings.dlt_dir / PIPELINE_NAME / "state.json"
-        loaded: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
-            state = json.loads(state_path.read_text())
-            loaded = state["sources"]["landing"]["resources"]["landing_files"]["loaded_files"]
-        return len(closed - set(loaded))
+        settings = self.settings
+        sources = settings.api_sources_dir.relative_to(settings.landing_dir).as_posix() + "/"
+        waiting = new_landing_files(settings.landing_dir, settings.dlt_dir, PIPELINE_NAME)
+        return sum(name.startswith(sources) for name in waiting)

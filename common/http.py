@@ -1,0 +1,90 @@
+"""What every HTTP route of ``sluice serve`` reads alike: a JSON request body and the key in
+an ``Authorization`` header. Each API words its own answers from the errors raised here.
+
+JSON is read as the landing loader reads a line: bytes that are not UTF-8 and lone UTF-16
+surrogate escapes (``"\\ud800"``, valid JSON) become U+FFFD, and a leading byte-order mark is
+dropped, so an event the API takes is the event the loader would take from a file. (The
+loader's rule is ``ingestion.contract.valid_utf8``, Python's UTF-8 decoding with replacement,
+as here; this base layer cannot import a stage, and tests/ingestion/api/test_text.py keeps the
+two alike over real HTTP.) orjson reads the body first (the fast path for every request); the
+standard library gets only what orjson refuses. Hand-written because no HTTP library reads
+JSON this way. Reads no environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+import orjson
+
+
+class MalformedBody(ValueError):
+    """A request body that is not JSON; the message says why (``malformed JSON: ...``)."""
+
+
+class BadCredentials(ValueError):
+    """An ``Authorization: Basic`` header whose credentials are not base64 of UTF-8 text."""
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON document of a request body (see the module docstring for odd text)."""
+    if not body.strip():
+        raise MalformedBody("malformed JSON: the body is empty")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _parse_odd(body)
+
+
+def _parse_odd(body: bytes) -> Any:
+    """What orjson refuses: bad text, a leading byte-order mark, and anything else that JSON
+    (and the loader) allow and the standard library reads; else MalformedBody."""
+    text = body.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    text = _SURROGATE_ESCAPE.sub(_replace_lone_surrogate, text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        try:
+            return json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            raise MalformedBody(f"malformed JSON: {error}") from None
+
+
+# A surrogate escape with its partner when it has one. An escaped backslash is matched first,
+# so the text backslash + "ud800" (written "\\ud800") is not taken for an escape.
+_SURROGATE_ESCAPE = re.compile(
+    r"\\\\"
+    r"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+
+
+def _replace_lone_surrogate(match: re.Match[str]) -> str:
+    text = match.group()
+    return "\\ufffd" if len(text) == 6 else text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def authorization_key(header: str) -> tuple[str, str]:
+    """The scheme of an ``Authorization`` header, in lower case, and the key it carries: a
+    Bearer token, or the user name of Basic credentials; ``""`` when it carries none (no
+    value, an empty user name, another scheme). Raises BadCredentials when Basic credentials
+    do not decode."""
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return scheme, value.strip()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise BadCredentials("Authorization header is not valid Basic credentials") from None
+        return scheme, decoded.partition(":")[0]
+    return scheme, ""
