@@ -234,7 +234,7 @@ def _fsync_quantile(port: int, quantile: float) -> float | None:
         if line.startswith('sluice_api_fsync_duration_seconds_bucket{le="'):
             bound = line.split('"')[1]
             buckets.append(
-                (float("inf") if bound == "+Inf" else float(bound), int(line.split()[-1]))
+                (float("inf") if bound == "+Inf" else float(bound), int(float(line.split()[-1])))
             )
     total = buckets[-1][1] if buckets else 0
     for bound, count in buckets:
