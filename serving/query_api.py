@@ -4,7 +4,8 @@ serving snapshot, for read keys only.
 - ``GET /v1/reports``: the saved reports (``reports/*.yml``).
 - ``GET /v1/reports/{name}?start=&end=&format=json|csv&approx=``: one report's rows.
 - ``POST /v1/query`` with ``{"sql": "select ...", "approx": false}``: one SELECT, run within
-  the limits of ``serving.guardrails`` and the key's quotas (``serving.quotas``).
+  the limits of ``serving.sql_guard`` and ``serving.query_runner`` and the key's quotas
+  (``serving.quotas``).
 - ``GET /dashboard``: a page that draws the reports (``serving/dashboard.html``).
 
 Everything reads the serving snapshot, never the warehouse, through a cache
@@ -56,8 +57,8 @@ from serving.query_runner import (
     locked_snapshot,
 )
 from serving.quotas import KeyQuotas
-from serving.reports import REPORT_PARAMETER as _PARAMETER
 from serving.reports import (
+    REPORT_PARAMETER,
     Report,
     ReportError,
     ReportResult,
@@ -418,7 +419,7 @@ class QueryApi:
             if fmt not in ("json", "csv"):
                 raise QueryRefused("parameters", 400, f"format={fmt!r}; use json or csv")
             approx = _flag(request, "approx") and days > APPROX_MIN_DAYS
-            sql = _PARAMETER.sub(r"$\1", saved.sql)
+            sql = REPORT_PARAMETER.sub(r"$\1", saved.sql)
             if approx:
                 sql = approximate_distinct(sql)
             key = ("report", saved.name, saved.sql, start, end, approx)
