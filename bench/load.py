@@ -45,7 +45,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "input": f"{len(files)} files, {data.lines:,} lines ({rows:,} accepted)",
         "rows": [
             {"label": "baseline: DuckDB read_json into a table", **base_stats, "ratio": 1.0},
-            {"label": "Sluice: dlt pipeline (landing_source)", **ours_stats, "ratio": measured},
+            {"label": "Sluice: dlt pipeline (ingestion.landing)", **ours_stats, "ratio": measured},
         ],
         "target": f"Sluice <= {TARGET}x baseline",
         "measured": f"{measured:.2f}x",
