@@ -4,7 +4,7 @@ an ``Authorization`` header. Each API words its own answers from the errors rais
 JSON is read as the landing loader reads a line: bytes that are not UTF-8 and lone UTF-16
 surrogate escapes (``"\\ud800"``, valid JSON) become U+FFFD, and a leading byte-order mark is
 dropped, so an event the API takes is the event the loader would take from a file. (The
-loader's rule is ``ingestion.contract.valid_utf8``, Python's UTF-8 decoding with replacement,
+loader's rule is ``common.contract.valid_utf8``, Python's UTF-8 decoding with replacement,
 as here; this base layer cannot import a stage, and tests/ingestion/api/test_text.py keeps the
 two alike over real HTTP.) orjson reads the body first (the fast path for every request); the
 standard library gets only what orjson refuses. Hand-written because no HTTP library reads

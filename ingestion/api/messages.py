@@ -1,13 +1,14 @@
 """Stamp incoming messages as Segment does, and pre-check them against the event contract.
 
 The contract is the loader's DuckDB validation (``ingestion.landing.queries``; the rules and
-reasons are ``ingestion.contract``'s): it decides what reaches ``raw.events``. The API writes
+reasons are ``common.contract``'s): it decides what reaches ``raw.events``. The API writes
 every message it accepted from a client to a landing segment, valid or not, and the loader
 quarantines the invalid ones with its own reason. This module only predicts that outcome,
 cheaply and in the same order of checks, so the response and the metrics can count
 rejections; ``tests/ingestion/api/test_contract_agreement.py`` proves the prediction matches
-the loader. Timestamps the fast path cannot read are parsed by DuckDB itself, so both sides
-agree on what a timestamp is.
+the loader. The check itself (``contract_reason``, with ``TimestampParser``) is the contract's,
+shared with the real-time worker; this module adds the stamping and a fast path for the
+common case.
 
 One rule is the API's own (``contract.FUTURE_REASON``): a timestamp more than 24 hours in
 the future (after skew correction) is rejected. The client is told so in those words; the
@@ -20,138 +21,22 @@ environment.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import re
-import threading
 import uuid
 from typing import Any, NamedTuple
 
-import duckdb
-import orjson
-
-from ingestion import contract
+from common import contract
+from common.contract import TimestampParser, contract_reason, dumps, text_of
 
 MAX_FUTURE = dt.timedelta(hours=24)
 # Reasons of the API's own rules, which the loader reports as an unknown type.
 API_REASONS = frozenset({contract.FUTURE_REASON})
 
-# The common shape SDKs send; anything else is parsed by DuckDB, as the loader does.
-_FAST_TIMESTAMP = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
-)
 _MESSAGE_TYPES = frozenset(contract.MESSAGE_TYPES)
-
-
-class TimestampParser:
-    """ISO-8601 text to an aware UTC datetime, or None, with the loader's (DuckDB's) rules."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        # A batch's messages share their sentAt: remember the last answer.
-        self._last: tuple[str, dt.datetime | None] = ("", None)
-
-    def _duckdb(self) -> duckdb.DuckDBPyConnection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = duckdb.connect()
-            con.execute("set TimeZone = 'UTC'")
-            self._local.con = con
-        return con
-
-    def parse_repeated(self, text: str) -> dt.datetime | None:
-        """``parse`` for a text likely equal to the previous one (a batch's sentAt)."""
-        last_text, last_value = self._last
-        if text == last_text:
-            return last_value
-        value = self.parse(text)
-        self._last = (text, value)
-        return value
-
-    def parse(self, text: str) -> dt.datetime | None:
-        if _FAST_TIMESTAMP.match(text):
-            try:
-                value = dt.datetime.fromisoformat(text)
-            except ValueError:
-                pass
-            else:
-                if value.tzinfo is None:
-                    return value.replace(tzinfo=dt.UTC)
-                return value.astimezone(dt.UTC)
-        try:
-            row = self._duckdb().execute("select try_cast(? as timestamptz)", [text]).fetchone()
-        except duckdb.Error:
-            return None
-        parsed = row[0] if row else None
-        if not isinstance(parsed, dt.datetime):
-            return None
-        try:
-            return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-        except OverflowError:
-            return parsed.replace(tzinfo=dt.UTC)
 
 
 def iso(value: dt.datetime) -> str:
     """UTC, millisecond precision, ``Z``: what Segment writes."""
     return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _text(value: Any) -> str | None:
-    """What the loader's ``doc ->> '$.field'`` gives, with its ``nullif(..., '')``."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    return dumps(value).decode()
-
-
-def _timestamp_text(value: Any) -> str | None:
-    """``doc ->> '$.timestamp'`` without nullif: an empty string is present, and invalid."""
-    if isinstance(value, str):
-        return value
-    return _text(value)
-
-
-def contract_reason(
-    doc: Any, timestamps: TimestampParser, valid: frozenset[str] = frozenset()
-) -> str | None:
-    """The loader's reason for rejecting ``doc``, or None when the loader accepts it.
-
-    Mirrors ``ingestion.landing.queries.VALIDATE_SQL`` check for check, in the same order.
-    ``valid`` names timestamp fields already known to parse (the caller parsed them).
-    """
-    if not isinstance(doc, dict):
-        return contract.NOT_AN_OBJECT
-    kind = _text(doc.get("type"))
-    if kind is None:
-        return contract.MISSING_TYPE
-    if kind not in _MESSAGE_TYPES:
-        return contract.UNKNOWN_TYPE.format(value=kind)
-    if _text(doc.get("userId")) is None and _text(doc.get("anonymousId")) is None:
-        return contract.MISSING_IDS
-    message_id = _text(doc.get("messageId"))
-    if message_id is not None and len(message_id) > contract.MAX_MESSAGE_ID_LENGTH:
-        return contract.LONG_MESSAGE_ID
-    if kind == "track" and _text(doc.get("event")) is None:
-        return contract.TRACK_WITHOUT_EVENT
-    for field in contract.TIMESTAMP_FIELDS:
-        if field in valid:
-            continue
-        text = _timestamp_text(doc.get(field))
-        if text is None:
-            if field == "timestamp":
-                return contract.MISSING_TIMESTAMP
-            continue
-        if timestamps.parse(text) is None:
-            return contract.NOT_A_TIMESTAMP.format(field=field, value=text)
-    for field in contract.OBJECT_FIELDS:
-        value = doc.get(field)
-        if value is not None and not isinstance(value, dict):
-            return contract.FIELD_NOT_AN_OBJECT.format(field=field)
-    return None
 
 
 def _plainly_valid(doc: dict[str, Any]) -> bool:
@@ -202,14 +87,6 @@ def loader_reason(reason: str | None) -> str | None:
     return reason
 
 
-def dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        # Integers beyond 64 bits and lone surrogates: the standard library writes them.
-        return json.dumps(value, separators=(",", ":")).encode()
-
-
 def stamp(
     doc: Any,
     received_at: dt.datetime,
@@ -232,7 +109,7 @@ def stamp(
         doc["type"] = kind
     received_text = received_at_text or iso(received_at)
     doc["receivedAt"] = received_text
-    if _text(doc.get("messageId")) is None:
+    if text_of(doc.get("messageId")) is None:
         doc["messageId"] = f"api-{uuid.uuid4()}"
     if doc.get("sentAt") is None and batch_sent_at is not None:
         doc["sentAt"] = batch_sent_at

@@ -3,7 +3,7 @@
 One resource, ``landing_files``, walks the landing folder and loads each file exactly once:
 the names of loaded files live in the resource's dlt state, which dlt commits together with
 the data. Valid messages go to ``raw.events``; lines that break the event contract
-(``ingestion.contract``) go to ``raw.rejected_events``. DuckDB writes the rows of each batch
+(``common.contract``) go to ``raw.rejected_events``. DuckDB writes the rows of each batch
 of files as Parquet into a staging folder in the pipeline's working folder, and dlt imports
 those files as they are (``dlt.mark.with_file_import``): the rows are never converted in
 Python nor written twice.

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dlt.pipeline.exceptions import CannotRestorePipelineException
 
-from ingestion.contract import LANDING_SUFFIX, valid_utf8
+from common.contract import LANDING_SUFFIX, valid_utf8
 from ingestion.landing import queries
 from ingestion.landing.settings import FILES_RESOURCE, FILES_SOURCE, SOURCE_NAME, SOURCES_FOLDER
 

@@ -3,13 +3,15 @@ writes the accepted and rejected rows, and the columns those rows have in ``raw`
 
 An in-memory DuckDB (never the warehouse) splits the files into numbered lines (the temp
 table ``lines``), then parses and checks every line at once (the temp table ``checked``), so
-no Python object is made per event. The rejection reasons are built from
-``ingestion.contract``, the texts the ingest API predicts too. Reads no environment.
+no Python object is made per event. The rejection reasons are built from ``common.contract``,
+the texts the ingest API and the real-time worker give too. Reads no environment.
 """
 
 from __future__ import annotations
 
-from ingestion.contract import (
+import string
+
+from common.contract import (
     FIELD_NOT_AN_OBJECT,
     LONG_MESSAGE_ID,
     MALFORMED_JSON,
@@ -24,8 +26,33 @@ from ingestion.contract import (
     TIMESTAMP_FIELDS,
     TRACK_WITHOUT_EVENT,
     UNKNOWN_TYPE,
-    sql_reason,
 )
+
+
+def sql_reason(reason: str, field: str | None = None, value: str | None = None) -> str:
+    """``reason`` as a DuckDB string expression: ``field`` is put in as text, ``value`` is a
+    SQL expression (a column) whose text is put in where the reason says ``{value}``."""
+    parts: list[str] = []
+    text = ""
+    for literal, name, _, _ in string.Formatter().parse(reason):
+        text += literal
+        if name is None:
+            continue
+        if name == "field" and field is not None:
+            text += field
+        elif name == "value" and value is not None:
+            parts += [_sql_string(text), value]
+            text = ""
+        else:
+            raise ValueError(f"reason {reason!r}: nothing given for {{{name}}}")
+    if text or not parts:
+        parts.append(_sql_string(text))
+    return " || ".join(parts)
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
 
 # The message's own fields, as the checked table and raw.events name them, with their type
 # in raw.events (the JSON ones are text in the staged files and a dlt hint makes them JSON).

@@ -2,7 +2,7 @@
 
 Whose a landing file is, how much of them one query parses, and
 the names dlt knows the source, its state and its tables by. What a landing file is (its
-suffix, its encoding) is the event contract's, ``ingestion.contract``: the ingest API writes
+suffix, its encoding) is the event contract's, ``common.contract``: the ingest API writes
 by it without importing this package, which would import dlt.
 """
 

@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
+from common.contract import MAX_MESSAGE_ID_LENGTH, every_reason
 from common.settings import REPO_DIR
-from ingestion.contract import MAX_MESSAGE_ID_LENGTH, every_reason
 from ingestion.landing.helpers import parse_file
 
 VALID = {"type": "track", "event": "Signed Up", "userId": "u1", "timestamp": "2026-03-01T10:00:00Z"}

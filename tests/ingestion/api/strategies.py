@@ -9,7 +9,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from ingestion.contract import MESSAGE_TYPES
+from common.contract import MESSAGE_TYPES
 
 MISSING = object()
 
