@@ -30,6 +30,9 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_DIR / "dbt_project"
 DAGSTER_YAML_TEMPLATE = REPO_DIR / "orchestration" / "dagster.yaml"
 SAMPLE_DIR = REPO_DIR / "data" / "sample"
+# The dbt seed of currency rates: the marts convert revenue with it, and so does the real-time
+# worker (realtime/revenue.py), so both give the same dollars.
+CURRENCY_RATES_SEED = DBT_PROJECT_DIR / "seeds" / "currency_rates.csv"
 # Saved reports (YAML); see serving/reports.py.
 REPORTS_DIR = REPO_DIR / "reports"
 
@@ -139,7 +142,7 @@ class Settings:
         "SLUICE_DATA_DIR",
         "the one folder holding all state: `landing/`, `warehouse/sluice.duckdb`, "
         "`serving/sluice.duckdb`, `reports/`, `dlt/`, `dbt/target/` (dbt's manifest and recent "
-        "runs), `dagster/` (the Dagster home)",
+        "runs), `dagster/` (the Dagster home), `realtime/` (`sluice stream`'s windows)",
         values="a folder without a quote (`'`) in its path",
         shown_default=f"`{DEFAULT_DATA_DIR}`",
     )
@@ -271,6 +274,21 @@ class Settings:
         minimum=1,
     )
 
+    realtime_lateness_seconds: int = setting(
+        "SLUICE_REALTIME_LATENESS_SECONDS",
+        300,
+        "`sluice stream` adds an event to its minute windows only if its time is at most this "
+        "much older than the newest event seen; older ones are counted as late and left to the "
+        "batch tier",
+        minimum=0,
+    )
+    realtime_retention_days: int = setting(
+        "SLUICE_REALTIME_RETENTION_DAYS",
+        7,
+        "`sluice stream` deletes minute windows this many days older than the newest event",
+        minimum=1,
+    )
+
     @property
     def landing_dir(self) -> Path:
         return self.data_dir / "landing"
@@ -289,6 +307,11 @@ class Settings:
     def query_quotas_path(self) -> Path:
         """The query API's per-key counts (requests per minute, rows scanned per day), SQLite."""
         return self.data_dir / "query_quotas.sqlite"
+
+    @property
+    def realtime_store_path(self) -> Path:
+        """``sluice stream``'s minute windows, offsets and counters (SQLite in WAL mode)."""
+        return self.data_dir / "realtime" / "windows.sqlite"
 
     @property
     def warehouse_path(self) -> Path:

@@ -1,5 +1,5 @@
-"""The ``sluice`` command line: generate, load, materialize, demo, status, dev, serve, keys,
-report.
+"""The ``sluice`` command line: generate, load, materialize, demo, status, dev, serve, stream,
+keys, report.
 
 Runs go through the Dagster instance in the data directory, so the UI shows them; a run's
 logs go to the data directory's run log, and the command prints what the run loaded and built.
@@ -115,7 +115,8 @@ def _report_run(outcome: RunOutcome, what: str) -> None:
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+    plural = "es" if noun.endswith(("s", "ch", "sh", "x")) else "s"
+    return f"{number:,} {noun}{'' if number == 1 else plural}"
 
 
 def run_summary(outcome: RunOutcome) -> list[str]:
@@ -302,6 +303,48 @@ def serve(host: str | None, port: int | None) -> None:
         run_server(settings, host, port)
     except LandingLocked as error:
         _fail(str(error))
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Process what the segments hold now, then exit.")
+def stream(once: bool) -> None:
+    """Fold the ingest API's landing segments into minute windows (the real-time store), as
+    they are written, until Ctrl-C or SIGTERM; run it beside `sluice serve`."""
+    import signal
+    import threading
+
+    from realtime.windows import utc
+    from realtime.worker import Step, StreamWorker, WorkerLocked
+
+    settings = _settings()
+
+    def report(step: Step) -> None:
+        newest = "" if step.max_event_at is None else f"; newest event {utc(step.max_event_at)}"
+        click.echo(
+            f"read {_count(step.lines, 'line')} from {_count(step.segments, 'segment')}: "
+            f"{step.added:,} added, {step.duplicates:,} duplicates, {step.late:,} late, "
+            f"{step.invalid:,} invalid{newest}"
+        )
+
+    try:
+        worker = StreamWorker(settings)
+    except WorkerLocked as error:
+        _fail(str(error))
+    with worker:
+        click.echo(
+            f"reading {settings.api_sources_dir} into {settings.realtime_store_path}"
+            + ("" if once else " (Ctrl-C to stop)")
+        )
+        if once:
+            batches = worker.run_once(report)
+            click.echo(f"committed {_count(batches, 'batch')}; nothing new to read")
+            return
+        stop = threading.Event()
+        # Stop between batches, not inside one: a batch is committed whole either way.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda _signum, _frame: stop.set())
+        worker.run(stop, report)
+        click.echo("stopped; every batch read is committed")
 
 
 @main.group()

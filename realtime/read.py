@@ -1,0 +1,130 @@
+"""Read the real-time store while ``sluice stream`` writes it: figures per minute, per
+5 minutes or hour, for a time range, and for today so far.
+
+A figure of several minutes adds their events, orders and revenue and unions their user
+sketches, so a user active in two minutes counts once (an estimate within about 1%: HLL,
+``lg_k`` 14). Times are UTC; a range is half-open, ``[start, end)``, in whole minutes.
+Opens the store read-only (SQLite WAL lets it while the worker writes). Reads no environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasketches import hll_sketch
+
+from realtime import store
+from realtime.windows import MINUTE_SECONDS, merge_sketches, utc
+
+FIVE_MINUTES = dt.timedelta(minutes=5)
+HOUR = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The events of ``[start, end)``."""
+
+    start: dt.datetime
+    end: dt.datetime
+    events: int
+    orders: int
+    revenue_usd: float
+    active_users: float  # the HLL estimate
+    events_by_name: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Bucket:
+    events_by_name: Counter[str] = field(default_factory=Counter)
+    orders: int = 0
+    revenue_usd: float = 0.0
+    sketches: list[hll_sketch] = field(default_factory=list)
+
+    def figures(self, start: dt.datetime, end: dt.datetime) -> Figures:
+        users = merge_sketches(self.sketches).get_estimate() if self.sketches else 0.0
+        return Figures(
+            start=start,
+            end=end,
+            events=sum(self.events_by_name.values()),
+            orders=self.orders,
+            revenue_usd=self.revenue_usd,
+            active_users=users,
+            events_by_name=dict(sorted(self.events_by_name.items())),
+        )
+
+
+def _seconds(moment: dt.datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment} has no time zone; give UTC times")
+    return int(moment.timestamp())
+
+
+def windows(
+    path: Path,
+    start: dt.datetime,
+    end: dt.datetime,
+    size: dt.timedelta = dt.timedelta(minutes=1),
+) -> list[Figures]:
+    """Figures per window of ``size`` (a whole number of minutes, windows aligned to UTC
+    midnight) in ``[start, end)``, for the windows that have events."""
+    width = int(size.total_seconds())
+    if width <= 0 or width % MINUTE_SECONDS or 86400 % width:
+        raise ValueError(f"a window is a whole number of minutes that divides a day, not {size}")
+    buckets = _buckets(path, _seconds(start), _seconds(end), width)
+    return [buckets[key].figures(utc(key), utc(key + width)) for key in sorted(buckets)]
+
+
+def _buckets(path: Path, first: int, last: int, width: int) -> dict[int, _Bucket]:
+    """The minutes of ``[first, last)`` merged into windows of ``width`` seconds."""
+    with contextlib.closing(store.connect(path, read_only=True)) as con:
+        con.execute("begin")  # one snapshot for both tables
+        rows = con.execute(
+            "select minute_start, event_name, events, orders, revenue_usd from minute_events "
+            "where minute_start >= ? and minute_start < ?",
+            [first, last],
+        ).fetchall()
+        sketches = con.execute(
+            "select minute_start, sketch from minute_users "
+            "where minute_start >= ? and minute_start < ?",
+            [first, last],
+        ).fetchall()
+        con.execute("commit")
+    buckets: dict[int, _Bucket] = {}
+    for minute, name, events, orders, revenue in rows:
+        bucket = buckets.setdefault(minute - minute % width, _Bucket())
+        bucket.events_by_name[name] += events
+        bucket.orders += orders
+        bucket.revenue_usd += revenue
+    for minute, blob in sketches:
+        bucket = buckets.setdefault(minute - minute % width, _Bucket())
+        bucket.sketches.append(hll_sketch.deserialize(blob))
+    return buckets
+
+
+def total(path: Path, start: dt.datetime, end: dt.datetime) -> Figures:
+    """One figure for all of ``[start, end)``: users active in it, each once."""
+    whole = _Bucket()
+    for minute in _buckets(path, _seconds(start), _seconds(end), MINUTE_SECONDS).values():
+        whole.events_by_name.update(minute.events_by_name)
+        whole.orders += minute.orders
+        whole.revenue_usd += minute.revenue_usd
+        whole.sketches.extend(minute.sketches)
+    return whole.figures(start, end)
+
+
+def today_so_far(path: Path, now: dt.datetime | None = None) -> Figures:
+    """The UTC day of ``now`` (default: the clock) from midnight up to the minute after it."""
+    now = now or dt.datetime.now(dt.UTC)
+    midnight = dt.datetime.combine(now.astimezone(dt.UTC).date(), dt.time(), dt.UTC)
+    end = utc(((_seconds(now) // MINUTE_SECONDS) + 1) * MINUTE_SECONDS)
+    return total(path, midnight, end)
+
+
+def counters(path: Path) -> dict[str, int]:
+    """The worker's counts so far: lines, added, duplicates, late, invalid by rule, ..."""
+    with contextlib.closing(store.connect(path, read_only=True)) as con:
+        return store.counters(con)
