@@ -12,8 +12,11 @@ merges and serializes.
 A ``messageId`` counts once: a copy seen in this batch or remembered by the store (the dedup
 horizon, ``DEDUP_HORIZON_SECONDS`` of event time) is a duplicate. The watermark is the newest
 event time seen minus the allowed lateness: an older event is counted as late and left to
-the batch tier. The lateness is shorter than the horizon, so every event that is not late
-still finds any earlier copy of itself. Reads no environment.
+the batch tier. An event moves the watermark no further than its ``receivedAt``: the API
+takes timestamps up to a day ahead (a client clock that is wrong, without ``sentAt`` to
+correct it), and one such event must not make every other event late. The lateness is
+shorter than the horizon, so every event that is not late still finds any earlier copy of
+itself. Reads no environment.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Message:
 
     message_id: str
     event_at: float  # seconds since the epoch, UTC
+    # How far the message may move the watermark: its event time, at most its receivedAt.
+    watermark_at: float
     name: str
     user_key: str
     active: bool
@@ -76,12 +81,14 @@ def parse_line(
     event_at = timestamps.parse(text_of(doc["timestamp"]) or "")
     if event_at is None:  # contract_reason parsed it already; kept for the type checker
         return contract.NOT_A_TIMESTAMP.format(field="timestamp", value=doc["timestamp"])
+    received_at = timestamps.parse(text_of(doc.get("receivedAt")) or "")
     name = text_of(doc.get("event")) if kind == "track" else None
     order = name == ORDER_EVENT
     return Message(
         # The loader's id for a line without one (ingestion/landing/queries.py).
         message_id=text_of(doc.get("messageId")) or "sluice-" + hashlib.md5(line).hexdigest(),
         event_at=event_at.timestamp(),
+        watermark_at=min(event_at, received_at or event_at).timestamp(),
         name=name or kind,
         user_key=text_of(doc.get("userId")) or text_of(doc.get("anonymousId")) or "",
         active=kind in ACTIVE_TYPES,
@@ -143,7 +150,8 @@ def fold(
         if newest is not None and item.event_at < newest - lateness_seconds:
             counters[LATE] += 1
             continue
-        result.max_event_at = item.event_at if newest is None else max(newest, item.event_at)
+        moved = item.watermark_at
+        result.max_event_at = moved if newest is None else max(newest, moved)
         result.seen[item.message_id] = item.event_at
         counters[ADDED] += 1
         minute = minute_of(item.event_at)

@@ -119,3 +119,19 @@ def test_revenue_follows_the_staging_model(properties: dict[str, Any]) -> None:
     row = duckdb.execute(sql, [json.dumps(properties), str(CURRENCY_RATES_SEED)]).fetchone()
     assert row is not None
     assert order_revenue_usd(properties, load_rates()) == pytest.approx(row[0])
+
+
+def test_an_event_from_the_future_moves_the_watermark_only_to_its_arrival(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """The API takes timestamps up to a day ahead; such an event must not make the others late."""
+    settings: Settings = make_settings(DAY.date())
+    received = {"receivedAt": (DAY + dt.timedelta(minutes=1)).isoformat()}
+    ahead = DAY + dt.timedelta(hours=20)
+    _segment(settings, "a").write_bytes(
+        _line(1, ahead, **received)
+        + _line(2, DAY, **received)
+        + _line(3, DAY - dt.timedelta(hours=1), **received)
+    )
+    with StreamWorker(settings) as worker:
+        worker.run_once()
+    counters = read.counters(settings.realtime_store_path)
+    assert (counters["added"], counters["late"]) == (2, 1)
