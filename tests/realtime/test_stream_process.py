@@ -51,6 +51,7 @@ class Stream:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.log.touch()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [SLUICE, "stream"], env=self.server.env, stdout=out, stderr=out
@@ -79,7 +80,8 @@ def test_a_killed_stream_loses_and_doubles_nothing(make_server, tmp_path: Path) 
     store = server.settings.realtime_store_path
     stream = Stream(server, tmp_path / "stream.log")
     stream.start()
-    _wait_for(store.exists, "the store")
+    # Printed once the store and its tables exist.
+    _wait_for(lambda: "reading " in stream.log.read_text(), "the worker to start")
 
     sent: list[dict[str, Any]] = []
 
