@@ -1,5 +1,6 @@
-"""What every HTTP route of ``sluice serve`` reads alike: a JSON request body and the key in
-an ``Authorization`` header. Each API words its own answers from the errors raised here.
+"""What every HTTP route of ``sluice serve`` reads alike: a JSON request body, the key in
+an ``Authorization`` header, and which read key may read (``read_key``: the query API and
+the live figures refuse alike). Each API words its own answers from the errors raised here.
 
 JSON is read as the landing loader reads a line: bytes that are not UTF-8 and lone UTF-16
 surrogate escapes (``"\\ud800"``, valid JSON) become U+FFFD, and a leading byte-order mark is
@@ -17,7 +18,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,6 +29,23 @@ class MalformedBody(ValueError):
 
 class BadCredentials(ValueError):
     """An ``Authorization: Basic`` header whose credentials are not base64 of UTF-8 text."""
+
+
+class KeyRefused(ValueError):
+    """A request whose key may not read: ``status`` is 401 (no key, an unknown or revoked
+    one) or 403 (a write key); the message says what to send instead."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class KeyLookup(Protocol):
+    """What ``common.keys.KeyStore`` answers about a key."""
+
+    def source_of(self, key: str) -> str | None: ...
+    def reader_of(self, key: str) -> str | None: ...
 
 
 def parse_json(body: bytes) -> Any:
@@ -88,3 +106,24 @@ def authorization_key(header: str) -> tuple[str, str]:
             raise BadCredentials("Authorization header is not valid Basic credentials") from None
         return scheme, decoded.partition(":")[0]
     return scheme, ""
+
+
+def read_key(keys: KeyLookup, header: str) -> str:
+    """The name of the active read key that an ``Authorization`` header carries (a Bearer
+    token or the user name of Basic credentials); raises KeyRefused for anything else."""
+    try:
+        _scheme, key = authorization_key(header)
+    except BadCredentials:
+        key = ""
+    if not key:
+        raise KeyRefused(401, "no read key: send it as 'Authorization: Bearer <read key>'")
+    name = keys.reader_of(key)
+    if name is not None:
+        return name
+    if keys.source_of(key) is not None:
+        raise KeyRefused(
+            403,
+            "this is a write key, which cannot read; create a read key with "
+            "`sluice keys create NAME --read`",
+        )
+    raise KeyRefused(401, "unknown or revoked read key")

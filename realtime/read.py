@@ -1,5 +1,6 @@
 """Read the real-time store while ``sluice stream`` writes it: figures per minute, per
-5 minutes or hour, for a time range, and for today so far.
+5 minutes or hour, for a time range, and for today so far, the newest event time and the
+worker's counters.
 
 A figure of several minutes adds their events, orders and revenue and unions their user
 sketches, so a user active in two minutes counts once (an estimate within about 1%: HLL,
@@ -122,6 +123,14 @@ def today_so_far(path: Path, now: dt.datetime | None = None) -> Figures:
     midnight = dt.datetime.combine(now.astimezone(dt.UTC).date(), dt.time(), dt.UTC)
     end = utc(((_seconds(now) // MINUTE_SECONDS) + 1) * MINUTE_SECONDS)
     return total(path, midnight, end)
+
+
+def newest_event_at(path: Path) -> dt.datetime | None:
+    """The newest event time the worker has seen (each capped at its ``receivedAt``); None
+    before the first event."""
+    with contextlib.closing(store.connect(path, read_only=True)) as con:
+        newest = store.max_event_at(con)
+    return None if newest is None else utc(newest)
 
 
 def counters(path: Path) -> dict[str, int]:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -45,7 +45,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from common.http import BadCredentials, MalformedBody, authorization_key, parse_json
+from common.http import KeyLookup, KeyRefused, MalformedBody, parse_json, read_key
 from common.metrics import LATENCY_BUCKETS
 from common.settings import REPO_DIR, REPORTS_DIR, Settings
 from serving.cache import ResultCache, ttl_for
@@ -89,11 +89,6 @@ SNAPSHOT_MISSING = (
 )
 
 
-class Keys(Protocol):
-    def source_of(self, key: str) -> str | None: ...
-    def reader_of(self, key: str) -> str | None: ...
-
-
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
@@ -106,15 +101,6 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     except TypeError:  # integers beyond 64 bits (hugeint sums)
         content = json.dumps(body, default=_default).encode()
     return Response(content, status, headers, media_type="application/json")
-
-
-def _request_key(request: Request) -> str | None:
-    """A Bearer token or the user name of Basic credentials; None for anything else."""
-    try:
-        _scheme, key = authorization_key(request.headers.get("authorization", ""))
-    except BadCredentials:
-        return None
-    return key or None
 
 
 def _day(request: Request, name: str, default: dt.date) -> dt.date:
@@ -207,7 +193,7 @@ class QueryApi:
     def __init__(
         self,
         settings: Settings,
-        keys: Keys,
+        keys: KeyLookup,
         clock: Callable[[], float] = time.time,
         reports_dir: Path = REPORTS_DIR,
         registry: CollectorRegistry | None = None,
@@ -288,22 +274,10 @@ class QueryApi:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
 
     def _reader(self, request: Request) -> str:
-        key = _request_key(request)
-        if key is None:
-            raise QueryRefused(
-                "read_key", 401, "no read key: send it as 'Authorization: Bearer <read key>'"
-            )
-        name = self.keys.reader_of(key)
-        if name is not None:
-            return name
-        if self.keys.source_of(key) is not None:
-            raise QueryRefused(
-                "read_key",
-                403,
-                "this is a write key, which cannot read; create a read key with "
-                "`sluice keys create NAME --read`",
-            )
-        raise QueryRefused("read_key", 401, "unknown or revoked read key")
+        try:
+            return read_key(self.keys, request.headers.get("authorization", ""))
+        except KeyRefused as error:
+            raise QueryRefused("read_key", error.status, error.message) from None
 
     def snapshot_info(self) -> SnapshotInfo:
         """The published snapshot's version, read again only when the file was replaced."""

@@ -1,8 +1,8 @@
 """The one HTTP server of ``sluice serve``: the ingest routes (``ingestion.api``), the query
-routes and the dashboard (``serving.query_api``) and ``/metrics`` in one Starlette app, run
-with uvicorn (uvloop, httptools).
+routes and the dashboard (``serving.query_api``), the live figures (``realtime.api``) and
+``/metrics`` in one Starlette app, run with uvicorn (uvloop, httptools).
 
-The two stages never import each other; this module, above both, mounts them side by side
+The stages never import each other; this module, above them, mounts them side by side
 and gives both one ``prometheus_client`` registry, which ``/metrics`` renders.
 Access logs are JSON lines on stderr (method, path, status, time, bytes, source and message
 counts; never a key or a payload). Settings come in as a ``Settings``.
@@ -27,18 +27,20 @@ from starlette.routing import Route
 
 from common.settings import Settings
 from ingestion.api.app import IngestApi
+from realtime.api import LiveApi
 from serving.query_api import QueryApi
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The app: query routes first (``/v1/{kind}`` would take ``POST /v1/query`` for an
-    event type), then the ingest routes and ``/metrics``; one lifespan opens and closes
-    both APIs."""
+    """The app: live and query routes first (``/v1/{kind}`` would take ``/v1/live`` and
+    ``POST /v1/query`` for event types), then the ingest routes and ``/metrics``; one
+    lifespan opens and closes the ingest and query APIs."""
     # /metrics keeps the series it has always had: no `_created` beside each counter.
     prometheus_client.disable_created_metrics()
     registry = CollectorRegistry()
     api = IngestApi(settings, registry)
     query_api = QueryApi(settings, api.keys, registry=registry)
+    live_api = LiveApi(settings, api.keys)
 
     async def metrics(_request: Request) -> Response:
         # Some figures read files when asked (the load's dlt state, the snapshot's version).
@@ -46,6 +48,7 @@ def create_app(settings: Settings) -> Starlette:
         return Response(text, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     routes = [
+        *live_api.routes(),
         *query_api.routes(),
         *api.routes(),
         Route("/metrics", metrics, methods=["GET"]),
