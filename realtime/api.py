@@ -34,8 +34,8 @@ MAX_MINUTES = 1440
 ACTIVE_WINDOW = dt.timedelta(minutes=5)
 SOURCE = "real-time tier (sluice stream)"
 NOT_RUNNING = (
-    "the real-time tier has no figures yet: no `sluice stream` has run for this data "
-    "directory; start it beside `sluice serve`"
+    "no `sluice stream` has run for this data directory yet, so there are no live figures; "
+    "start it beside `sluice serve`"
 )
 UNREADABLE = "the real-time store cannot be read right now; try again in a few seconds"
 

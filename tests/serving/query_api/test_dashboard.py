@@ -1,18 +1,28 @@
 """The dashboard in real headless Chromium (Debian's /usr/bin/chromium, driven by
-Playwright): it asks for a read key, draws every chart from the report endpoints, fetches
-nothing from elsewhere and logs no error."""
+Playwright): it asks for a read key, draws every chart from the report endpoints and the live
+panel from ``/v1/live`` (refreshing it by itself, and saying when the real-time tier is not
+running), fetches nothing from elsewhere and logs no error."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import BrowserContext, Playwright, expect, sync_playwright
 
-from tests.ingestion.api.conftest import Server
+from common.keys import KeyStore
+from tests.ingestion.api.conftest import (
+    Server,
+    iso,
+    make_server,  # noqa: F401  (a fixture)
+)
 from tests.serving.query_api.conftest import TODAY, Keys
 
 CHROMIUM = "/usr/bin/chromium"
@@ -26,6 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+SLUICE = str(Path(sys.executable).with_name("sluice"))
 CHARTS = ("dau", "wau-mau", "revenue", "orders", "funnel", "retention")
 # drawChart's plot area inside its 640 x 260 viewBox.
 PLOT_TOP, PLOT_HEIGHT = 12, 200
@@ -38,19 +49,49 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _browser(playwright: Playwright, tmp_path: Path) -> BrowserContext:
+    return playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
+        headless=True,
+        viewport={"width": 1400, "height": 1400},
+    )
+
+
+def _stream(server: Server, write_key: str, first: int, count: int) -> None:
+    """Send ``count`` events of now (every fourth an order of 12.50 USD), then fold them with
+    ``sluice stream --once``."""
+    now = dt.datetime.now(dt.UTC)
+    batch: list[dict[str, Any]] = []
+    for n in range(first, first + count):
+        message: dict[str, Any] = {"type": "track", "userId": f"live-user-{n % 9}"}
+        message |= {"timestamp": iso(now), "messageId": f"live-{n}"}
+        message["event"] = "Order Completed" if n % 4 == 0 else "Feature Used"
+        if n % 4 == 0:
+            message["properties"] = {"revenue": 12.5, "currency": "USD"}
+        batch.append(message)
+    with httpx.Client(base_url=server.url, auth=(write_key, "")) as client:
+        assert client.post("/v1/batch", json={"batch": batch}).status_code == 200
+    subprocess.run([SLUICE, "stream", "--once"], env=server.env, check=True, timeout=60)
+
+
+def _live(server: Server, read_key: str) -> dict[str, Any]:
+    answer = httpx.get(f"{server.url}/v1/live", auth=(read_key, ""), timeout=30)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
 def test_the_dashboard_draws_every_chart_from_the_reports(
     query_server: Server, keys: Keys, tmp_path: Path
 ) -> None:
     problems: list[str] = []
     requested: list[str] = []
+    write_key, read_key = keys.write(), keys.read()
+    _stream(query_server, write_key, 0, 40)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1400, "height": 1100},
-        )
+        browser = _browser(playwright, tmp_path)
         try:
             page = browser.new_page()
             # The page's "last 7 days" end on the browser's today: the data's, at noon.
@@ -59,9 +100,29 @@ def test_the_dashboard_draws_every_chart_from_the_reports(
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.on("request", lambda request: requested.append(request.url))
             page.goto(f"{query_server.url}/dashboard")
-            page.fill("#key", keys.read())
+            page.fill("#key", read_key)
             page.click("#key-form button")
             page.wait_for_selector("body[data-state=ready]", timeout=20_000)
+
+            # The live panel: the real-time tier's figures, as /v1/live answers them.
+            live = page.locator("#live")
+            expect(live).to_have_attribute("data-state", "live", timeout=20_000)
+            expect(live).to_contain_text("real-time tier (sluice stream)")
+            body = _live(query_server, read_key)
+            assert round(body["active_users_5_minutes"]) == 9
+            assert body["today"]["orders"] == 10 and body["today"]["revenue_usd"] == 125.0
+            expect(page.locator("#live-active")).to_have_text("9")
+            expect(page.locator("#live-orders")).to_have_text("10")
+            expect(page.locator("#live-revenue")).to_have_text("125")
+            expect(page.locator("#live-plot")).to_have_attribute("data-points", "30")
+            bars = page.locator("#live-plot svg .point title").all_text_contents()
+            assert len(bars) == 30 and bars[-1].startswith("events per minute"), bars[-3:]
+            assert sum(int(bar.rsplit(": ", 1)[1]) for bar in bars) == 40, bars
+            # It refreshes by itself: more events, and the figures follow without a click.
+            _stream(query_server, write_key, 40, 40)
+            expect(page.locator("#live-orders")).to_have_text("20", timeout=15_000)
+            expect(page.locator("#live-revenue")).to_have_text("250")
+
             for chart in CHARTS:
                 section = page.locator(f"#chart-{chart}")
                 assert int(section.get_attribute("data-points") or 0) > 0, chart
@@ -94,3 +155,29 @@ def test_the_dashboard_draws_every_chart_from_the_reports(
     assert all(url.startswith(query_server.url) for url in requested), requested
     assert any("/v1/reports/weekly_retention" in url for url in requested)
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    assert any("/v1/live" in url for url in requested)
+
+
+def test_the_live_panel_says_when_the_real_time_tier_is_not_running(
+    make_server,  # type: ignore[no-untyped-def]  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    server: Server = make_server()
+    read_key = KeyStore(server.settings.api_keys_path).create("screen", kind="read")
+    with sync_playwright() as playwright:
+        browser = _browser(playwright, tmp_path)
+        try:
+            page = browser.new_page()
+            page.goto(f"{server.url}/dashboard")
+            page.fill("#key", read_key)
+            page.click("#key-form button")
+            live = page.locator("#live")
+            expect(live).to_have_attribute("data-state", "stopped", timeout=20_000)
+            expect(page.locator("#live-status")).to_contain_text(
+                "The real-time tier is not running"
+            )
+            expect(page.locator("#live-status")).to_contain_text("sluice stream")
+            expect(page.locator("#live-orders")).to_have_text("\u2013")
+            page.screenshot(path=str(tmp_path / "stopped.png"))
+        finally:
+            browser.close()
