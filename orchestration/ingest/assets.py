@@ -17,7 +17,7 @@ from common.settings import (
 )
 from ingestion.landing import landing_source
 from ingestion.landing.helpers import LoadReport
-from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline
+from ingestion.pipeline import LOADER_FILE_FORMAT, make_pipeline, reset_local_state
 from orchestration.lib import GROUP_INGEST, OWNER_PLATFORM, RAW_FRESHNESS, late_days
 
 RAW_EVENTS_KEY = dg.AssetKey([RAW_SCHEMA, RAW_EVENTS_TABLE])
@@ -64,9 +64,8 @@ def build_ingest_assets(settings: Settings, transformed_key: dg.AssetKey) -> dg.
         context: dg.AssetExecutionContext, dlt: DagsterDltResource
     ) -> Iterator[Any]:
         report = LoadReport()
-        results = _load_both_tables(
-            context, dlt, landing_source(str(settings.landing_dir), report), pipeline
-        )
+        source = landing_source(str(settings.landing_dir), report)
+        results = _load_both_tables(context, dlt, source, pipeline, settings)
         built = context.instance.get_materialized_partitions(transformed_key)
         _, beyond = late_days(
             report.events_by_date, built, dt.date.today(), settings.late_lookback_days
@@ -113,18 +112,14 @@ def _load_both_tables(
     dlt: DagsterDltResource,
     source: Any,
     pipeline: Any,
+    settings: Settings,
 ) -> dict[dg.AssetKey, Mapping[str, Any]]:
     """Run the load over every resource of ``source``; asset key -> dlt's metadata.
 
     ``DagsterDltResource.run`` does the same but drops the resources a subset run did not
     select, which here would mark files loaded without the other table's rows.
     """
-    # As dagster-dlt does: local state left by a failed run would fail the next one, and the
-    # pipeline restores its state from the warehouse.
-    if pipeline.config.restore_from_destination:
-        pipeline.drop()
-    else:
-        pipeline.drop_pending_packages()
+    reset_local_state(pipeline, settings)
     info = pipeline.run(source, loader_file_format=LOADER_FILE_FORMAT)
     info.raise_on_failed_jobs()
     translator = RawTranslator()
