@@ -69,8 +69,7 @@ def _describe_test(test: Mapping[str, Any]) -> str:
     elif name == "unique":
         text = f"{column} is unique"
     elif name == "unique_near_window":
-        lookback = "dedup_lookback_days"
-        text = f"{column} is unique within the window's days and {lookback} around them"
+        text = f"{column} is unique within the window's days and dedup_lookback_days around them"
     elif name == "accepted_values":
         values = ", ".join(str(v) for v in kwargs.get("values", []))
         text = f"{column} is one of: {values}"

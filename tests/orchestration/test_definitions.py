@@ -54,6 +54,9 @@ def test_every_asset_has_a_group_a_description_and_an_owner(make_settings) -> No
         assert node.group_name and node.group_name != "default", key
         assert node.description, key
         assert node.owners, key
+    # The UI shows each check's description beside its result: none is left blank.
+    for check_key in graph.asset_check_keys:
+        assert graph.get(check_key).description, check_key
 
 
 def test_warehouse_assets_share_one_pool_and_partitioned_assets_backfill_in_one_run(
