@@ -73,6 +73,13 @@ def test_a_query_outside_the_guardrails_is_refused_naming_the_limit(
 
 def test_a_query_that_ignores_the_interrupt_has_its_process_killed(client: httpx.Client) -> None:
     answer = query(client, IGNORES_INTERRUPT)
+    # The query needs about 0.5 GB; now and then the worker's address-space cap (2 GB, which
+    # the allocator's per-thread arenas count too) refuses it first, a correct answer of
+    # another limit. Ask again: the kill is what this test is about, and it must happen.
+    for _ in range(2):
+        if answer.json().get("limit") != "memory":
+            break
+        answer = query(client, IGNORES_INTERRUPT)
     assert answer.status_code == 408, answer.text
     assert answer.json()["limit"] == "timeout"
     assert "ignored the interrupt, and its process was killed" in answer.json()["error"]
