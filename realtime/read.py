@@ -23,6 +23,8 @@ from realtime.windows import MINUTE_SECONDS, merge_sketches, utc
 
 FIVE_MINUTES = dt.timedelta(minutes=5)
 HOUR = dt.timedelta(hours=1)
+# A worker whose heartbeat is older than this is not running (it beats at least every 5 s).
+STALE_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,114 @@ def newest_event_at(path: Path) -> dt.datetime | None:
     with contextlib.closing(store.connect(path, read_only=True)) as con:
         newest = store.max_event_at(con)
     return None if newest is None else utc(newest)
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What the worker committed in a range of (processing-time) minutes."""
+
+    lines: int
+    added: int
+    duplicates: int
+    late: int
+    invalid: int
+
+
+def processed(path: Path, start: dt.datetime, end: dt.datetime) -> Processed:
+    """The lines the worker committed in the minutes of ``[start, end)``, by outcome: the
+    figures of "what is arriving now" (a rejected share, a stalled stream), whatever the
+    events' own times."""
+    with contextlib.closing(store.connect(path, read_only=True)) as con:
+        rows = dict(
+            con.execute(
+                "select name, sum(value) from minute_processed "
+                "where minute_start >= ? and minute_start < ? group by name",
+                [_seconds(start), _seconds(end)],
+            ).fetchall()
+        )
+    return Processed(**{name: int(rows.get(name) or 0) for name in Processed.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Lag:
+    """Ack-to-visible lag of the events committed in a range: the time from the ingest API's
+    ``receivedAt`` to the commit that made the event readable here. Quantiles are read off
+    the histogram (``store.LAG_BUCKETS``) by linear interpolation within a bucket, as
+    Prometheus' ``histogram_quantile`` does; None without events."""
+
+    events: int
+    mean: float | None
+    p50: float | None
+    p95: float | None
+
+
+def histogram_quantile(q: float, buckets: dict[int, int]) -> float | None:
+    """The ``q`` quantile of events counted per ``store.LAG_BUCKETS`` index."""
+    total = sum(buckets.values())
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, upper in enumerate(store.LAG_BUCKETS):
+        count = buckets.get(index, 0)
+        if count and seen + count >= rank:
+            lower = store.LAG_BUCKETS[index - 1] if index else 0.0
+            if upper == float("inf"):
+                return lower
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+    return None
+
+
+def lag(path: Path, start: dt.datetime, end: dt.datetime) -> Lag:
+    """The lag of the events committed in the minutes of ``[start, end)``."""
+    with contextlib.closing(store.connect(path, read_only=True)) as con:
+        buckets = dict(
+            con.execute(
+                "select bucket, sum(events) from minute_lag "
+                "where minute_start >= ? and minute_start < ? group by bucket",
+                [_seconds(start), _seconds(end)],
+            ).fetchall()
+        )
+        lag_ms = con.execute(
+            "select sum(value) from minute_processed "
+            "where name = ? and minute_start >= ? and minute_start < ?",
+            [store.LAG_MS, _seconds(start), _seconds(end)],
+        ).fetchone()[0]
+    events = sum(buckets.values())
+    return Lag(
+        events=events,
+        mean=(lag_ms or 0) / 1000 / events if events else None,
+        p50=histogram_quantile(0.5, buckets),
+        p95=histogram_quantile(0.95, buckets),
+    )
+
+
+def lag_histogram(path: Path) -> tuple[dict[int, int], float]:
+    """Events per lag bucket since the store began, and the sum of their lags in seconds:
+    the figures of ``/metrics``' histogram."""
+    with contextlib.closing(store.connect(path, read_only=True)) as con:
+        buckets = dict(con.execute("select bucket, events from lag_buckets").fetchall())
+        row = con.execute(
+            "select value from state where name = ?", [store.LAG_SECONDS_SUM]
+        ).fetchone()
+    return buckets, 0.0 if row is None else float(row[0])
+
+
+def heartbeat(path: Path) -> float | None:
+    """When the worker last committed or looked for work (seconds since the epoch); None
+    before it first did."""
+    with contextlib.closing(store.connect(path, read_only=True)) as con:
+        return store.heartbeat_at(con)
+
+
+def late_by_day(path: Path, day: dt.date) -> int:
+    """Late events (older than the watermark, left to the batch tier) whose event time falls
+    on the UTC ``day``."""
+    midnight = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
+    with contextlib.closing(store.connect(path, read_only=True)) as con:
+        row = con.execute("select late from late_days where day_start = ?", [midnight]).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def counters(path: Path) -> dict[str, int]:

@@ -5,7 +5,12 @@ Tables: ``minute_events`` (minute, event name: events, orders, revenue in US dol
 ``minute_users`` (minute: the HLL sketch of its active users, compact bytes),
 ``segment_offsets`` (how far each landing segment is read), ``seen_messages`` (the dedup
 horizon: messageId and event time), ``counters`` (lines, added, duplicates, late, invalid by
-rule, ...) and ``state`` (the newest event time, which the watermark follows).
+rule, ...), ``state`` (the newest event time, which the watermark follows, and the worker's
+heartbeat), and the worker's own figures by the minute it committed them (processing time):
+``minute_processed`` (lines, added, duplicates, late, invalid) and ``minute_lag`` (a histogram
+of the ack-to-visible lag: commit time minus ``receivedAt``, per added event), with
+``lag_buckets`` the same histogram since the store began, and ``late_days`` (late events by
+the UTC day of their event time, which reconciliation with the marts reads).
 
 ``commit`` writes one batch in one transaction: its windows, its offsets, its ids, its
 counters. A worker killed at any point leaves the store at the end of some batch, and the
@@ -20,13 +25,26 @@ environment.
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
+import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
 from datasketches import hll_sketch
 
-from realtime.windows import DEDUP_HORIZON_SECONDS, Fold, merge_sketches
+from realtime.windows import (
+    ADDED,
+    DEDUP_HORIZON_SECONDS,
+    DUPLICATES,
+    INVALID_PREFIX,
+    LATE,
+    LINES,
+    Fold,
+    merge_sketches,
+    minute_of,
+)
 
 SCHEMA = """
 create table if not exists minute_events (
@@ -58,7 +76,56 @@ create table if not exists state (
     name text primary key,
     value real not null
 ) without rowid;
+create table if not exists minute_processed (
+    minute_start integer not null,  -- the UTC minute the worker committed them in
+    name text not null,  -- lines, added, duplicates, late, invalid, lag_ms (sum of the lags)
+    value integer not null,
+    primary key (minute_start, name)
+) without rowid;
+create table if not exists minute_lag (
+    minute_start integer not null,  -- the UTC minute the worker committed them in
+    bucket integer not null,  -- index into LAG_BUCKETS: lag <= LAG_BUCKETS[bucket]
+    events integer not null,
+    primary key (minute_start, bucket)
+) without rowid;
+create table if not exists lag_buckets (
+    bucket integer primary key,  -- as minute_lag, since the store began (never deleted)
+    events integer not null
+);
+create table if not exists late_days (
+    day_start integer primary key,  -- UTC midnight of the late events' event time
+    late integer not null
+);
 """
+
+# Upper bounds (seconds) of the lag histogram's buckets; the last takes the rest.
+LAG_BUCKETS = (
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    float("inf"),
+)
+# The names of minute_processed besides the counters: the lags' sum in milliseconds.
+LAG_MS = "lag_ms"
+HEARTBEAT_AT = "heartbeat_at"
+# The sum of every lag in lag_buckets (seconds), for the histogram's _sum.
+LAG_SECONDS_SUM = "lag_seconds_sum"
 
 MAX_EVENT_AT = "max_event_at"
 _IN_CHUNK = 500
@@ -112,15 +179,91 @@ def commit(
     fold: Fold,
     new_offsets: Mapping[str, int],
     retention_days: int,
+    now: float | None = None,
 ) -> None:
-    """Write one batch and its segments' new offsets in one transaction."""
+    """Write one batch and its segments' new offsets in one transaction; ``now`` (default:
+    the clock) is the commit's time, from which the batch's lags are measured."""
+    now = time.time() if now is None else now
     con.execute("begin immediate")
     try:
         _write(con, fold, new_offsets, retention_days)
+        _write_processed(con, fold, now, retention_days)
     except BaseException:
         con.execute("rollback")
         raise
     con.execute("commit")
+
+
+def beat(con: sqlite3.Connection, now: float | None = None) -> None:
+    """Record that the worker is alive though it had nothing to commit."""
+    con.execute(
+        "insert or replace into state (name, value) values (?, ?)",
+        [HEARTBEAT_AT, time.time() if now is None else now],
+    )
+
+
+def heartbeat_at(con: sqlite3.Connection) -> float | None:
+    row = con.execute("select value from state where name = ?", [HEARTBEAT_AT]).fetchone()
+    return None if row is None else float(row[0])
+
+
+def lag_bucket(lag: float) -> int:
+    return bisect.bisect_left(LAG_BUCKETS, lag)
+
+
+def _write_processed(con: sqlite3.Connection, fold: Fold, now: float, retention_days: int) -> None:
+    """The batch's counts and lags under the minute of ``now``, and the heartbeat."""
+    minute = minute_of(now)
+    counts = fold.counters
+    lags = [max(0.0, now - received) for received in fold.received]
+    processed = {
+        LINES: counts[LINES],
+        ADDED: counts[ADDED],
+        DUPLICATES: counts[DUPLICATES],
+        LATE: counts[LATE],
+        "invalid": sum(v for k, v in counts.items() if k.startswith(INVALID_PREFIX)),
+        LAG_MS: round(sum(lags) * 1000),
+    }
+    con.executemany(
+        """
+        insert into minute_processed (minute_start, name, value) values (?, ?, ?)
+        on conflict (minute_start, name) do update set value = value + excluded.value
+        """,
+        [(minute, name, value) for name, value in processed.items() if value],
+    )
+    buckets = Counter(lag_bucket(lag) for lag in lags)
+    con.executemany(
+        """
+        insert into minute_lag (minute_start, bucket, events) values (?, ?, ?)
+        on conflict (minute_start, bucket) do update set events = events + excluded.events
+        """,
+        [(minute, bucket, events) for bucket, events in buckets.items()],
+    )
+    con.executemany(
+        """
+        insert into lag_buckets (bucket, events) values (?, ?)
+        on conflict (bucket) do update set events = events + excluded.events
+        """,
+        buckets.items(),
+    )
+    con.executemany(
+        """
+        insert into late_days (day_start, late) values (?, ?)
+        on conflict (day_start) do update set late = late + excluded.late
+        """,
+        fold.late_days.items(),
+    )
+    con.execute(
+        """
+        insert into state (name, value) values (?, ?)
+        on conflict (name) do update set value = value + excluded.value
+        """,
+        [LAG_SECONDS_SUM, sum(lags)],
+    )
+    beat(con, now)
+    keep_from = now - retention_days * 86400
+    con.execute("delete from minute_processed where minute_start < ?", [keep_from])
+    con.execute("delete from minute_lag where minute_start < ?", [keep_from])
 
 
 def _write(

@@ -36,6 +36,7 @@ from common.contract import TimestampParser, contract_reason, reason_kind, text_
 from realtime.revenue import ORDER_EVENT, order_revenue_usd
 
 MINUTE_SECONDS = 60
+DAY_SECONDS = 86400
 # How long (in event time) a messageId is remembered; a day, as copies arrive within one.
 DEDUP_HORIZON_SECONDS = 24 * 3600
 # HLL precision: about 0.8% standard error, a 2-16 KB sketch per minute.
@@ -59,6 +60,8 @@ class Message:
     event_at: float  # seconds since the epoch, UTC
     # How far the message may move the watermark: its event time, at most its receivedAt.
     watermark_at: float
+    # When the ingest API took it (its ``receivedAt``): the start of the ack-to-visible lag.
+    received_at: float | None
     name: str
     user_key: str
     active: bool
@@ -89,6 +92,7 @@ def parse_line(
         message_id=text_of(doc.get("messageId")) or "sluice-" + hashlib.md5(line).hexdigest(),
         event_at=event_at.timestamp(),
         watermark_at=min(event_at, received_at or event_at).timestamp(),
+        received_at=None if received_at is None else received_at.timestamp(),
         name=name or kind,
         user_key=text_of(doc.get("userId")) or text_of(doc.get("anonymousId")) or "",
         active=kind in ACTIVE_TYPES,
@@ -114,10 +118,20 @@ class Fold:
     seen: dict[str, float] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     max_event_at: float | None = None
+    # Late events by the UTC day of their event time (its midnight, epoch seconds): what the
+    # batch tier counts and the windows do not.
+    late_days: Counter[int] = field(default_factory=Counter)
+    # The receivedAt of each added event: the store turns them into ack-to-visible lags.
+    received: list[float] = field(default_factory=list)
 
 
 def minute_of(event_at: float) -> int:
     return int(event_at // MINUTE_SECONDS) * MINUTE_SECONDS
+
+
+def day_of(event_at: float) -> int:
+    """The UTC midnight of ``event_at``'s day, in seconds since the epoch."""
+    return int(event_at // DAY_SECONDS) * DAY_SECONDS
 
 
 def parse_lines(
@@ -149,11 +163,14 @@ def fold(
         newest = result.max_event_at
         if newest is not None and item.event_at < newest - lateness_seconds:
             counters[LATE] += 1
+            result.late_days[day_of(item.event_at)] += 1
             continue
         moved = item.watermark_at
         result.max_event_at = moved if newest is None else max(newest, moved)
         result.seen[item.message_id] = item.event_at
         counters[ADDED] += 1
+        if item.received_at is not None:
+            result.received.append(item.received_at)
         minute = minute_of(item.event_at)
         figures = result.minutes.setdefault((minute, item.name), MinuteFigures())
         figures.events += 1

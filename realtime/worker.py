@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ POLL_SECONDS = 0.2
 # About this many bytes of landing lines per transaction.
 BATCH_BYTES = 8 << 20
 LOCK_NAME = ".stream.lock"
+# How often an idle worker records that it is alive; readers call a worker stale after
+# realtime.read.STALE_SECONDS without a heartbeat.
+HEARTBEAT_SECONDS = 5.0
 
 
 class WorkerLocked(RuntimeError):
@@ -64,6 +68,7 @@ class StreamWorker:
                 f"another `sluice stream` is working on {settings.data_dir}; stop it first"
             ) from None
         self._con = store.connect(path)
+        store.beat(self._con)
         self._tail = SegmentTail(settings.api_sources_dir)
         self._timestamps = TimestampParser()
         self._rates = load_rates()
@@ -127,10 +132,17 @@ class StreamWorker:
         on_step: Callable[[Step], None] = lambda _step: None,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
-        """Process batches until ``stop`` is set, polling every ``poll_seconds`` when idle."""
+        """Process batches until ``stop`` is set, polling every ``poll_seconds`` when idle.
+        Each commit records the worker's heartbeat; when idle, it is recorded every
+        ``HEARTBEAT_SECONDS``, so readers can tell an idle worker from a stopped one."""
+        last_beat = time.monotonic()
         while not stop.is_set():
             step = self.step()
             if step is None:
+                if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                    store.beat(self._con)
+                    last_beat = time.monotonic()
                 stop.wait(poll_seconds)
             else:
+                last_beat = time.monotonic()
                 on_step(step)
