@@ -40,7 +40,7 @@ def create_app(settings: Settings) -> Starlette:
     registry = CollectorRegistry()
     api = IngestApi(settings, registry)
     query_api = QueryApi(settings, api.keys, registry=registry)
-    live_api = LiveApi(settings, api.keys)
+    live_api = LiveApi(settings, api.keys, registry=registry)
 
     async def metrics(_request: Request) -> Response:
         # Some figures read files when asked (the load's dlt state, the snapshot's version).

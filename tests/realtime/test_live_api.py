@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from common.keys import KeyStore
 from realtime import read
@@ -177,7 +178,31 @@ def test_live_answers_while_the_stream_writes(make_server, tmp_path: Path) -> No
                         break
             else:
                 raise AssertionError("the live figures never reached what was sent")
+            # The tier's SLO figures: every event's lag, from receivedAt to the commit.
+            assert body["worker"]["running"] is True
+            assert _at(body["worker"]["heartbeat_at"]) > dt.datetime.now(dt.UTC) - dt.timedelta(
+                seconds=read.STALE_SECONDS
+            )
+            lag = body["lag"]
+            assert lag["window_minutes"] == 5 and lag["events"] == sent
+            assert 0 <= lag["p50_seconds"] <= lag["p95_seconds"] < 60
+            metrics = httpx.get(f"{server.url}/metrics").text
     finally:
         stream.send_signal(signal.SIGTERM)
         stream.wait(timeout=30)
         log.close()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples["sluice_realtime_lag_seconds_count"] == sent
+    assert samples['sluice_realtime_lag_seconds_bucket{le="+Inf"}'] == sent
+    recent_p95 = samples['sluice_realtime_recent_lag_seconds{quantile="0.95"}']
+    assert recent_p95 == pytest.approx(lag["p95_seconds"], abs=0.001)
+    assert samples["sluice_realtime_worker_up"] == 1.0
+    assert samples['sluice_realtime_messages{outcome="added"}'] == sent
+    assert samples["sluice_live_duration_seconds_count"] >= 2
+    # Each /v1/live request is a line of the access log, with the reader's key name.
+    access = [line for line in server.log_path.read_text().splitlines() if "/v1/live" in line]
+    assert any('"reader": "screen"' in line and '"minutes": 5' in line for line in access)

@@ -5,11 +5,13 @@ running), fetches nothing from elsewhere and logs no error."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Playwright, expect, sync_playwright
 
 from common.keys import KeyStore
+from realtime import store
 from tests.ingestion.api.conftest import (
     Server,
     iso,
@@ -179,5 +182,21 @@ def test_the_live_panel_says_when_the_real_time_tier_is_not_running(
             expect(page.locator("#live-status")).to_contain_text("sluice stream")
             expect(page.locator("#live-orders")).to_have_text("\u2013")
             page.screenshot(path=str(tmp_path / "stopped.png"))
+
+            # A worker that ran and stopped: its figures, flagged as stale from its last
+            # heartbeat (here a minute ago), until a worker beats again.
+            write_key = server.create_key("web")
+            _stream(server, write_key, 0, 8)
+            with contextlib.closing(store.connect(server.settings.realtime_store_path)) as con:
+                store.beat(con, time.time() - 60)
+            expect(live).to_have_attribute("data-state", "stale", timeout=20_000)
+            expect(page.locator("#live-status")).to_contain_text(
+                "The stream worker is not running since"
+            )
+            expect(page.locator("#live-orders")).to_have_text("2")
+            _stream(server, write_key, 8, 4)
+            expect(live).to_have_attribute("data-state", "live", timeout=20_000)
+            expect(page.locator("#live-orders")).to_have_text("3")
+            assert page.locator("#live-lag").text_content() != "\u2013"
         finally:
             browser.close()
