@@ -35,6 +35,8 @@ SAMPLE_DIR = REPO_DIR / "data" / "sample"
 CURRENCY_RATES_SEED = DBT_PROJECT_DIR / "seeds" / "currency_rates.csv"
 # Saved reports (YAML); see serving/reports.py.
 REPORTS_DIR = REPO_DIR / "reports"
+# Data alert rules (YAML), beside the saved reports; see realtime/alerts.py.
+ALERTS_DIR = REPORTS_DIR / "alerts"
 
 
 def dbt_executable() -> str:
@@ -288,6 +290,12 @@ class Settings:
         "`sluice stream` deletes minute windows this many days older than the newest event",
         minimum=1,
     )
+    alert_interval_seconds: int = setting(
+        "SLUICE_ALERT_INTERVAL_SECONDS",
+        15,
+        "`sluice stream` evaluates the alert rules (`reports/alerts/*.yml`) this often",
+        minimum=1,
+    )
 
     @property
     def landing_dir(self) -> Path:
@@ -312,6 +320,12 @@ class Settings:
     def realtime_store_path(self) -> Path:
         """``sluice stream``'s minute windows, offsets and counters (SQLite in WAL mode)."""
         return self.data_dir / "realtime" / "windows.sqlite"
+
+    @property
+    def alerts_state_path(self) -> Path:
+        """Each alert rule's state (pending, firing, notified, resolved) and the messages
+        still to deliver, SQLite; written by the alert engine of ``sluice stream``."""
+        return self.data_dir / "realtime" / "alerts.sqlite"
 
     @property
     def warehouse_path(self) -> Path:

@@ -9,31 +9,40 @@
 The caller passes the relay, the addresses and the URL (``Settings.smtp_host`` and friends,
 read from ``SLUICE_SMTP_HOST``, ``SLUICE_SMTP_PORT``, ``SLUICE_REPORT_EMAIL_TO``,
 ``SLUICE_REPORT_EMAIL_FROM``; ``Settings.report_webhook_url`` from
-``SLUICE_REPORT_WEBHOOK_URL``).
+``SLUICE_REPORT_WEBHOOK_URL``). The transport (SMTP, the POST, ``DeliveryError``) is
+``common.delivery``, shared with the data alerts.
 """
 
 from __future__ import annotations
 
-import json
-import smtplib
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from common.delivery import (
+    WEBHOOK_TIMEOUT_SECONDS,
+    DeliveryError,
+    post_json,
+    require_mail,
+    send_mail,
+    webhook_host,
+)
 from serving.reports import Report, ReportResult, format_cell
 
-WEBHOOK_TIMEOUT_SECONDS = 10.0
+# Callers of this module import the transport's error and helpers from here too.
+__all__ = [
+    "WEBHOOK_TIMEOUT_SECONDS",
+    "DeliveryError",
+    "build_message",
+    "post_webhook",
+    "send_report",
+    "webhook_host",
+    "webhook_message",
+]
+
 # Slack shows at most 10 fields in a section.
 MAX_FIELDS = 10
-
-
-class DeliveryError(RuntimeError):
-    """The report could not be delivered; the message names the relay or webhook and the
-    setting."""
 
 
 def build_message(
@@ -57,20 +66,8 @@ def build_message(
 def send_report(
     report: Report, path: Path, host: str, port: int, sender: str, recipients: Sequence[str]
 ) -> None:
-    if not host or not recipients:
-        raise DeliveryError(
-            "no SMTP relay or recipients: set SLUICE_SMTP_HOST (and SLUICE_SMTP_PORT) and "
-            "SLUICE_REPORT_EMAIL_TO"
-        )
-    message = build_message(report, path, sender, recipients)
-    try:
-        with smtplib.SMTP(host, port, timeout=30) as smtp:
-            smtp.send_message(message)
-    except (OSError, smtplib.SMTPException) as error:
-        raise DeliveryError(
-            f"could not mail {path.name} through {host}:{port} (SLUICE_SMTP_HOST, "
-            f"SLUICE_SMTP_PORT): {error}"
-        ) from None
+    require_mail(host, recipients)
+    send_mail(build_message(report, path, sender, recipients), host, port, path.name)
 
 
 def webhook_message(result: ReportResult, path: Path) -> dict[str, Any]:
@@ -126,51 +123,9 @@ def webhook_message(result: ReportResult, path: Path) -> dict[str, Any]:
     return {"text": text, "blocks": blocks}
 
 
-def webhook_host(url: str) -> str:
-    """The URL without its path: a chat webhook's path is its secret, so errors omit it."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/..."
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer other than 2xx: following it would turn the POST into a GET."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def post_webhook(
     result: ReportResult, path: Path, url: str, timeout: float = WEBHOOK_TIMEOUT_SECONDS
 ) -> None:
     """POST the report's message to ``url``; any answer other than 2xx is a DeliveryError."""
-    if not url:
-        raise DeliveryError("no webhook: set SLUICE_REPORT_WEBHOOK_URL")
-    body = json.dumps(webhook_message(result, path), default=str).encode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "sluice"},
-    )
-    where = f"the webhook {webhook_host(url)} (SLUICE_REPORT_WEBHOOK_URL)"
-    try:
-        with urllib.request.build_opener(_NoRedirects).open(request, timeout=timeout) as answer:
-            answer.read()
-    except urllib.error.HTTPError as error:
-        detail = error.read(200).decode("utf-8", "replace").strip()
-        raise DeliveryError(
-            f"could not post {path.name} of {result.report.name} to {where}: it answered "
-            f"HTTP {error.code}{': ' + detail if detail else ''}"
-        ) from None
-    except TimeoutError:
-        raise DeliveryError(
-            f"could not post {path.name} of {result.report.name} to {where}: no answer in "
-            f"{timeout:g} s"
-        ) from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        if isinstance(reason, TimeoutError):
-            reason = f"no answer in {timeout:g} s"
-        raise DeliveryError(
-            f"could not post {path.name} of {result.report.name} to {where}: {reason}"
-        ) from None
+    what = f"{path.name} of {result.report.name}"
+    post_json(url, webhook_message(result, path), what, timeout)

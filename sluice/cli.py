@@ -313,6 +313,7 @@ def stream(once: bool) -> None:
     import signal
     import threading
 
+    from realtime.alerts import AlertEngine
     from realtime.windows import utc
     from realtime.worker import Step, StreamWorker, WorkerLocked
 
@@ -343,7 +344,13 @@ def stream(once: bool) -> None:
         # Stop between batches, not inside one: a batch is committed whole either way.
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda _signum, _frame: stop.set())
+        # The alert rules are evaluated beside the worker, in a thread that logs its errors.
+        alerts = AlertEngine(settings, log=click.echo)
+        click.echo(alerts.describe())
+        alerting = threading.Thread(target=alerts.run, args=(stop,), name="alerts", daemon=True)
+        alerting.start()
         worker.run(stop, report)
+        alerting.join(timeout=15)
         click.echo("stopped; every batch read is committed")
 
 
