@@ -1,6 +1,7 @@
 """The one HTTP server of ``sluice serve``: the ingest routes (``ingestion.api``), the query
-routes and the dashboard (``serving.query_api``), the live figures (``realtime.api``) and
-``/metrics`` in one Starlette app, run with uvicorn (uvloop, httptools).
+routes and the dashboard (``serving.query_api``), the live figures (``realtime.api``), the
+daily view over both tiers (``sluice.daily``) and ``/metrics`` in one Starlette app, run with
+uvicorn (uvloop, httptools).
 
 The stages never import each other; this module, above them, mounts them side by side
 and gives both one ``prometheus_client`` registry, which ``/metrics`` renders.
@@ -29,6 +30,7 @@ from common.settings import Settings
 from ingestion.api.app import IngestApi
 from realtime.api import LiveApi
 from serving.query_api import QueryApi
+from sluice.daily import DailyApi
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -41,6 +43,7 @@ def create_app(settings: Settings) -> Starlette:
     api = IngestApi(settings, registry)
     query_api = QueryApi(settings, api.keys, registry=registry)
     live_api = LiveApi(settings, api.keys, registry=registry)
+    daily_api = DailyApi(settings, api.keys, query_api)
 
     async def metrics(_request: Request) -> Response:
         # Some figures read files when asked (the load's dlt state, the snapshot's version).
@@ -49,6 +52,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         *live_api.routes(),
+        *daily_api.routes(),
         *query_api.routes(),
         *api.routes(),
         Route("/metrics", metrics, methods=["GET"]),

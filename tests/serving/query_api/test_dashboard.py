@@ -125,6 +125,10 @@ def test_the_dashboard_draws_every_chart_from_the_reports(
             _stream(query_server, write_key, 40, 40)
             expect(page.locator("#live-orders")).to_have_text("20", timeout=15_000)
             expect(page.locator("#live-revenue")).to_have_text("250")
+            # The daily view: the marts hold every one of the 14 days, today's included.
+            expect(page.locator("#daily")).to_have_attribute("data-rows", "14")
+            sources = page.locator("#daily-rows td.source").all_text_contents()
+            assert sources == ["marts"] * 14, sources
 
             for chart in CHARTS:
                 section = page.locator(f"#chart-{chart}")
@@ -198,5 +202,11 @@ def test_the_live_panel_says_when_the_real_time_tier_is_not_running(
             expect(live).to_have_attribute("data-state", "live", timeout=20_000)
             expect(page.locator("#live-orders")).to_have_text("3")
             assert page.locator("#live-lag").text_content() != "\u2013"
+            # No marts: the daily view has today alone, from the real-time tier, labelled.
+            expect(page.locator("#daily")).to_have_attribute("data-rows", "1")
+            today = page.locator("#daily-rows tr")
+            expect(today).to_have_attribute("data-source", "real-time tier")
+            expect(today.locator("td.source")).to_have_text("real-time tier, so far")
+            expect(today.locator("td").nth(2)).to_have_text("3")
         finally:
             browser.close()
