@@ -26,6 +26,7 @@ from orchestration.transform.assets import (
 )
 from orchestration.transform.automation import build_daily_schedule, build_late_events_sensor
 from orchestration.transform.checks import build_yesterday_check
+from orchestration.transform.reconcile import build_reconcile_check
 
 ELT_JOB = "elt"
 LOAD_JOB = "load"
@@ -77,7 +78,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[ingest, transform, serve],
-        asset_checks=[yesterday_check],
+        asset_checks=[yesterday_check, build_reconcile_check(settings, partitions)],
         jobs=[load_job, build_job, elt_job, publish_job, check_job, reports_job],
         schedules=[
             build_daily_schedule(elt_job),
