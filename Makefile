@@ -28,8 +28,11 @@ $(DUCKDB1)/.installed:
 prepare: install $(DUCKDB1)/.installed
 	$(BIN)/python -c "from orchestration.prepare import prepare; from common.settings import load_settings; prepare(load_settings())"
 
+# The batch tier (30 days generated, loaded, built), then the real-time tier: events sent
+# through the API and visible in the live figures within seconds.
 demo: prepare
 	$(BIN)/sluice demo
+	$(BIN)/sluice live-demo --seconds 15
 
 test: prepare
 	$(BIN)/pytest

@@ -1,5 +1,5 @@
-"""The ``sluice`` command line: generate, load, materialize, demo, status, dev, serve, stream,
-keys, report.
+"""The ``sluice`` command line: generate, load, materialize, demo, live-demo, status, dev,
+serve, stream, keys, report.
 
 Runs go through the Dagster instance in the data directory, so the UI shows them; a run's
 logs go to the data directory's run log, and the command prints what the run loaded and built.
@@ -214,6 +214,31 @@ def demo() -> None:
     )
 
 
+@main.command("live-demo")
+@click.option(
+    "--seconds",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="How long to send events; 0 sends until Ctrl-C.",
+)
+@click.option("--rate", default=50, show_default=True, type=click.IntRange(10, 100_000))
+@click.option("--port", default=None, type=click.IntRange(1, 65535), help="Default: a free one.")
+def live_demo(seconds: float, rate: int, port: int | None) -> None:
+    """Start `sluice serve` and `sluice stream`, send RATE events a second through the API and
+    print the live figures as they appear (the dashboard's live panel shows the same)."""
+    from sluice.live_demo import LiveDemoError, run
+
+    try:
+        totals = run(_settings(), seconds, rate, port, click.echo)
+    except LiveDemoError as error:
+        _fail(str(error))
+    if totals.visible < totals.sent:
+        _fail(f"only {totals.visible:,} of {totals.sent:,} events became visible")
+    lag = "" if totals.lag_p95 is None else f", p95 {totals.lag_p95:.2f} s after the API's ack"
+    click.echo(f"all {totals.sent:,} events sent through the API are in the live figures{lag}")
+
+
 def print_daily_table(settings: Settings, first: dt.date, last: dt.date) -> None:
     """Read like any BI tool would: from the serving snapshot, never the warehouse."""
     from serving.snapshot import connect_snapshot
@@ -309,10 +334,12 @@ def serve(host: str | None, port: int | None) -> None:
 @click.option("--once", is_flag=True, help="Process what the segments hold now, then exit.")
 def stream(once: bool) -> None:
     """Fold the ingest API's landing segments into minute windows (the real-time store), as
-    they are written, until Ctrl-C or SIGTERM; run it beside `sluice serve`."""
+    they are written, until Ctrl-C or SIGTERM; run it beside `sluice serve`. With
+    SLUICE_STREAM_NATS_URL set, consume the JetStream stream instead (several may run)."""
     import signal
     import threading
 
+    from common.stream import StreamUnavailable
     from realtime.alerts import AlertEngine
     from realtime.windows import utc
     from realtime.worker import Step, StreamWorker, WorkerLocked
@@ -322,18 +349,18 @@ def stream(once: bool) -> None:
     def report(step: Step) -> None:
         newest = "" if step.max_event_at is None else f"; newest event {utc(step.max_event_at)}"
         click.echo(
-            f"read {_count(step.lines, 'line')} from {_count(step.segments, 'segment')}: "
+            f"read {_count(step.lines, 'line')} from {step.origin}: "
             f"{step.added:,} added, {step.duplicates:,} duplicates, {step.late:,} late, "
             f"{step.invalid:,} invalid{newest}"
         )
 
     try:
         worker = StreamWorker(settings)
-    except WorkerLocked as error:
+    except (WorkerLocked, StreamUnavailable) as error:
         _fail(str(error))
     with worker:
         click.echo(
-            f"reading {settings.api_sources_dir} into {settings.realtime_store_path}"
+            f"reading {worker.reading} into {settings.realtime_store_path}"
             + ("" if once else " (Ctrl-C to stop)")
         )
         if once:
@@ -352,6 +379,30 @@ def stream(once: bool) -> None:
         worker.run(stop, report)
         alerting.join(timeout=15)
         click.echo("stopped; every batch read is committed")
+
+
+@main.command()
+def alerts() -> None:
+    """The data alert rules (reports/alerts/*.yml) that `sluice stream` evaluates, and the
+    state it left each in; exits non-zero when a file or rule is broken."""
+    from common.settings import ALERTS_DIR
+    from realtime.alerts import AlertEngine, load_rules
+
+    settings = _settings()
+    table = Table(title=f"Alert rules ({ALERTS_DIR})")
+    for column in ("rule", "fires when", "state", "since", "last value", "last notified"):
+        table.add_column(column)
+    for status in AlertEngine(settings, log=lambda _line: None).status():
+        cells = (status.since, status.value, status.notified)
+        table.add_row(
+            status.rule.name, status.rule.condition, status.state, *(c or "" for c in cells)
+        )
+    console.print(table)
+    errors = load_rules(ALERTS_DIR)[1]
+    for error in errors:
+        click.echo(error, err=True)
+    if errors:
+        _fail(f"{_count(len(errors), 'mistake')} in the alert rules (left out by `sluice stream`)")
 
 
 @main.group()
