@@ -23,7 +23,14 @@ import pytest
 from common.contract import TimestampParser
 from common.settings import Settings, load_settings
 from ingestion.generator import generate
-from orchestration.transform.reconcile import CHECK_NAME, DAU_KEY, EVENTS_KEY, REVENUE_KEY
+from orchestration.transform.reconcile import (
+    CHECK_NAME,
+    DAU_KEY,
+    EVENTS_KEY,
+    REVENUE_KEY,
+    BatchDay,
+    not_covered_because,
+)
 from realtime import read, store
 from realtime.revenue import load_rates
 from realtime.windows import fold, parse_lines
@@ -81,6 +88,15 @@ def evaluations(settings: Settings, outcome: RunOutcome) -> dict[tuple[str, str]
     return out
 
 
+def statuses(settings: Settings, key: dg.AssetKey) -> dict[str, str]:
+    """Partition -> the check's latest status, as the UI shows it per partition."""
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        infos = instance.event_log_storage.get_asset_check_partition_info(
+            [dg.AssetCheckKey(key, CHECK_NAME)]
+        )
+    return {info.partition_key: info.latest_execution_status.value for info in infos}
+
+
 def values(evaluation: Any) -> dict[str, Any]:
     return {name: getattr(v, "value", v) for name, v in evaluation.metadata.items()}
 
@@ -101,6 +117,8 @@ def test_each_day_of_a_range_run_reconciles_and_the_open_day_is_not_covered(
             assert evaluation.description.startswith("not covered")
         else:
             assert meta["covered"] is True, (mart, day, meta)
+    for key in MARTS:
+        assert statuses(streamed.settings, key) == dict.fromkeys(days, "SUCCEEDED")
     # The covered days compared real figures, not two zeros.
     first = values(got[EVENTS_KEY.to_user_string(), FIRST.isoformat()])
     assert first["events_marts"] > 100
@@ -137,6 +155,17 @@ def test_without_a_real_time_store_the_check_passes_as_not_covered(streamed: Str
         meta = values(evaluation)
         assert meta["covered"] is False
         assert "sluice stream` has never run" in meta["reason"]
+
+
+def test_days_past_retention_or_with_batch_files_are_not_covered(streamed: Streamed) -> None:
+    settings = streamed.settings
+    clean = BatchDay(events_by_name={"Page Viewed": 10})
+    assert not_covered_because(settings, FIRST, clean) is None
+    old = LAST - dt.timedelta(days=settings.realtime_retention_days + 1)
+    assert "SLUICE_REALTIME_RETENTION_DAYS" in (not_covered_because(settings, old, clean) or "")
+    dropped = BatchDay(events_by_name={"Page Viewed": 10}, events_outside_sources=4)
+    reason = not_covered_because(settings, FIRST, dropped) or ""
+    assert "4 events of the day came from landing files outside" in reason
 
 
 def planted_orders(settings: Settings, day: dt.date, count: int) -> list[bytes]:
@@ -206,3 +235,8 @@ def test_events_and_revenue_the_marts_do_not_have_fail_the_day_with_error(
     assert money["revenue_usd_difference"] < 0
     # The users are the same people: within the sketch's bound still.
     assert got[DAU_KEY.to_user_string(), day.isoformat()].passed
+    # Only that day's result changed.
+    assert statuses(settings, EVENTS_KEY) == {
+        (FIRST + dt.timedelta(days=n)).isoformat(): "FAILED" if n == 0 else "SUCCEEDED"
+        for n in range(DAYS)
+    }
