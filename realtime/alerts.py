@@ -353,7 +353,8 @@ create table if not exists rule_state (
     firing_since real,   -- fired at; null: not firing
     resolved_at real,    -- last resolved; the cool-down runs from here
     value real,          -- the last value read
-    evaluated_at real
+    evaluated_at real,
+    notified_at real     -- when a message of the rule was last delivered (to every channel)
 ) without rowid;
 create table if not exists outbox (
     id integer primary key,
@@ -428,6 +429,16 @@ def _message(rule: Rule, kind: str, value: float, since: float, now: float) -> d
     }
 
 
+@dataclass(frozen=True)
+class RuleStatus:
+    rule: Rule
+    state: str  # not evaluated yet, ok, pending, firing, cooling down
+    since: str | None
+    value: str | None  # the last value read, as messages show it
+    evaluated: str | None
+    notified: str | None
+
+
 class AlertEngine:
     """Evaluates the rule files of ``rules_dir`` against ``metrics`` and delivers the alerts
     through the settings' webhook and mail. ``log`` gets one line per transition, delivery
@@ -494,6 +505,43 @@ class AlertEngine:
             f"({names}) evaluated every {self.settings.alert_interval_seconds} s, {where}"
         )
 
+    def status(self, now: dt.datetime | None = None) -> list[RuleStatus]:
+        """Each valid rule with its state as the last evaluation left it (``sluice alerts``)."""
+        at = (now or dt.datetime.now(dt.UTC)).timestamp()
+        rules = self.load()
+        rows: dict[str, tuple[Any, ...]] = {}
+        if self.settings.alerts_state_path.exists():  # else nothing evaluated yet
+            with self._connect() as con:
+                rows = {
+                    row[0]: row[1:]
+                    for row in con.execute(
+                        "select rule, pending_since, firing_since, resolved_at, value, "
+                        "evaluated_at, notified_at from rule_state"
+                    )
+                }
+        found = []
+        for rule in rules:
+            pending, firing, resolved, value, evaluated, notified = rows.get(rule.name, (None,) * 6)
+            if firing is not None:
+                state, since = FIRING, firing
+            elif resolved is not None and at < resolved + rule.cooldown.total_seconds():
+                state, since = "cooling down", resolved
+            elif pending is not None:
+                state, since = "pending", pending
+            else:
+                state, since = ("ok" if evaluated is not None else "not evaluated yet"), None
+            found.append(
+                RuleStatus(
+                    rule=rule,
+                    state=state,
+                    since=None if since is None else _at(since),
+                    value=None if value is None else rule.show(value),
+                    evaluated=None if evaluated is None else _at(evaluated),
+                    notified=None if notified is None else _at(notified),
+                )
+            )
+        return found
+
     def evaluate(self, now: dt.datetime | None = None) -> None:
         """Read every rule's metric at ``now`` (default: the clock), move its state, and
         deliver what the outbox holds."""
@@ -522,8 +570,11 @@ class AlertEngine:
             if value is not None:
                 state = self._transition(con, rule, state, value, now)
             con.execute(
-                "insert or replace into rule_state (rule, pending_since, firing_since, "
-                "resolved_at, value, evaluated_at) values (?, ?, ?, ?, ?, ?)",
+                "insert into rule_state (rule, pending_since, firing_since, resolved_at, value, "
+                "evaluated_at) values (?, ?, ?, ?, ?, ?) on conflict (rule) do update set "
+                "pending_since = excluded.pending_since, firing_since = excluded.firing_since, "
+                "resolved_at = excluded.resolved_at, value = excluded.value, "
+                "evaluated_at = excluded.evaluated_at",
                 [rule.name, state.pending_since, state.firing_since, state.resolved_at, value, now],
             )
         except BaseException:
@@ -606,6 +657,7 @@ class AlertEngine:
                 con.execute("update outbox set channels = ? where id = ?", [",".join(left), id_])
             else:
                 con.execute("delete from outbox where id = ?", [id_])
+                con.execute("update rule_state set notified_at = ? where rule = ?", [now, rule])
 
     def _send(self, channel: str, content: dict[str, Any], what: str) -> None:
         settings = self.settings

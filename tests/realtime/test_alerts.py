@@ -389,3 +389,9 @@ def test_sluice_stream_alerts_with_the_shipped_rules(
     assert "alerts: 4 rules of" in log and "delivered by webhook" in log
     assert "Traceback" not in log
     assert len(webhook.posts) == 2
+
+    shown = subprocess.run([SLUICE, "alerts"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    [no_events] = [line for line in shown.stdout.splitlines() if "no_events" in line]
+    assert "events over the last 10 minutes below 1" in no_events
+    assert "cooling down" in no_events and f"{dt.datetime.now(dt.UTC):%Y-%m-%d}" in no_events
