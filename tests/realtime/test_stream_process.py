@@ -127,3 +127,69 @@ def test_a_killed_stream_loses_and_doubles_nothing(make_server, tmp_path: Path) 
     counters = read.counters(store)
     assert counters["duplicates"] == len(sent) - len(first)
     assert counters.get("late", 0) == 0
+
+
+def test_a_killed_api_loses_and_doubles_nothing(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL ``sluice serve`` while a client sends and ``sluice stream`` reads: the client
+    retries what was not acknowledged (same messageIds, as the Segment libraries do), and
+    the windows count every message once."""
+    now = dt.datetime.now(dt.UTC)
+    base = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=20)
+    server: Server = make_server(now.date(), SLUICE_API_SEGMENT_SECONDS="1")
+    key = server.create_key("web")
+    store = server.settings.realtime_store_path
+    stream = Stream(server, tmp_path / "stream.log")
+    stream.start()
+    _wait_for(lambda: "reading " in stream.log.read_text(), "the worker to start")
+
+    sent: list[dict[str, Any]] = []
+    failures: list[str] = []
+
+    def send() -> None:
+        with httpx.Client(base_url=server.url, auth=(key, ""), timeout=5) as client:
+            for number in range(BATCHES):
+                batch = _batch(base, number)
+                deadline = time.monotonic() + 60
+                while True:  # retry until acknowledged, as an SDK does
+                    try:
+                        answer = client.post("/v1/batch", json={"batch": batch})
+                        if answer.status_code == 200:
+                            break
+                        failures.append(f"HTTP {answer.status_code}")
+                    except httpx.TransportError as error:
+                        failures.append(type(error).__name__)
+                    assert time.monotonic() < deadline, failures[-5:]
+                    time.sleep(0.05)
+                sent.extend(batch)
+                time.sleep(0.02)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    _wait_for(lambda: len(sent) >= BATCHES // 3 * BATCH_SIZE, "a third of the batches")
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait(timeout=30)
+    server.process = None
+    killed_at = len(sent)
+    time.sleep(0.3)  # the client's requests fail while no server runs
+    server.start()
+    sender.join()
+    assert 0 < killed_at < len(sent)
+    assert failures, "the client never saw the server gone"
+
+    first = {m["messageId"]: m for m in reversed(sent)}
+    _wait_for(lambda: read.counters(store).get("added") == len(first), "the stream to catch up")
+    time.sleep(1)  # nothing more arrives
+    assert stream.signal(signal.SIGTERM) == 0
+    expected = expected_windows(first.values())
+    span = (base, base + dt.timedelta(hours=1))
+    minutes = read.windows(store, *span)
+    assert {(f.start, name): n for f in minutes for name, n in f.events_by_name.items()} == dict(
+        expected.events
+    )
+    whole = read.total(store, *span)
+    assert (whole.events, whole.orders) == (len(first), sum(expected.orders.values()))
+    assert abs(whole.revenue_usd - sum(expected.revenue.values())) < 1e-6
+    counters = read.counters(store)
+    assert counters["added"] == len(first)
+    assert counters.get("late", 0) == 0
