@@ -144,7 +144,8 @@ class Settings:
         "SLUICE_DATA_DIR",
         "the one folder holding all state: `landing/`, `warehouse/sluice.duckdb`, "
         "`serving/sluice.duckdb`, `reports/`, `dlt/`, `dbt/target/` (dbt's manifest and recent "
-        "runs), `dagster/` (the Dagster home), `realtime/` (`sluice stream`'s windows)",
+        "runs), `dagster/` (the Dagster home), `realtime/` (`sluice stream`'s windows and "
+        "alert state)",
         values="a folder without a quote (`'`) in its path",
         shown_default=f"`{DEFAULT_DATA_DIR}`",
     )
