@@ -280,6 +280,16 @@ rules:
     metric: orders
     window_minutes: 5
     below: 2
+  - name: no_signups
+    metric: events
+    event: Signed Up
+    window_minutes: 5
+    below: 1
+  - name: no_orders
+    metric: events
+    event: Order Completed
+    window_minutes: 5
+    below: 1
   - name: zero_window
     metric: orders
     window_minutes: 0
@@ -309,7 +319,7 @@ rules:
         "mixed.yml",
     )
     rules, errors = load_rules(folder)
-    assert [rule.name for rule in rules] == ["few_orders"]
+    assert [rule.name for rule in rules] == ["few_orders", "no_signups", "no_orders"]
     mixed = folder / "mixed.yml"
     assert errors[0].startswith(f"{folder / 'broken.yml'}: cannot be read as YAML")
     assert errors[1:] == [
@@ -336,10 +346,17 @@ rules:
     assert sorted(line for line in log if line.startswith("alert rules: ")) == sorted(
         f"alert rules: {error} (left out until fixed)" for error in errors
     )
+    # Each valid rule was evaluated: the one order at 10:00 counts as an event named
+    # 'Order Completed', and there is no 'Signed Up'.
+    undelivered = (
+        " (not delivered: set SLUICE_REPORT_WEBHOOK_URL, or SLUICE_SMTP_HOST and "
+        "SLUICE_REPORT_EMAIL_TO)"
+    )
     assert [line for line in log if "is firing" in line] == [
         "Sluice alert few_orders is firing: orders over the last 5 minutes is 1, below 2, since "
-        "2026-03-01 10:02:30 UTC. (not delivered: set SLUICE_REPORT_WEBHOOK_URL, or "
-        "SLUICE_SMTP_HOST and SLUICE_REPORT_EMAIL_TO)"
+        "2026-03-01 10:02:30 UTC." + undelivered,
+        "Sluice alert no_signups is firing: 'Signed Up' events over the last 5 minutes is 0, "
+        "below 1, since 2026-03-01 10:02:30 UTC." + undelivered,
     ]
 
 
