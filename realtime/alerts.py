@@ -457,6 +457,8 @@ class AlertEngine:
         self.log = log
         # Errors already logged: a broken file is reported when it breaks, not every 15 s.
         self._reported: set[str] = set()
+        # The same for a metric that cannot be read: logged when its error changes.
+        self._read_errors: dict[str, str] = {}
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -554,8 +556,12 @@ class AlertEngine:
                 except FileNotFoundError:
                     continue  # no store before the worker's first start
                 except Exception as error:  # a metric source's bug must not stop the others
-                    self.log(f"alert {rule.name}: could not read {rule.metric.name}: {error}")
+                    message = f"alert {rule.name}: could not read {rule.metric.name}: {error}"
+                    if self._read_errors.get(rule.name) != message:
+                        self.log(message)
+                    self._read_errors[rule.name] = message
                     continue
+                self._read_errors.pop(rule.name, None)
                 self._step(con, rule, value, now.timestamp())
             self._deliver(con, now.timestamp())
 

@@ -25,7 +25,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from common.settings import ALERTS_DIR, Settings
-from realtime.alerts import AlertEngine, load_rules
+from realtime.alerts import METRICS, AlertEngine, Context, Metric, Rule, load_rules
 from realtime.worker import StreamWorker
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))
@@ -358,6 +358,54 @@ rules:
         "Sluice alert no_signups is firing: 'Signed Up' events over the last 5 minutes is 0, "
         "below 1, since 2026-03-01 10:02:30 UTC." + undelivered,
     ]
+
+
+def test_another_metric_source_plugs_in_and_a_failing_one_is_logged_once(
+    make_settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    settings: Settings = make_settings(BASE.date())
+    _fill(settings, [_order(1, BASE)], "20260301T100000000000-1-1")
+
+    def segments(context: Context, rule: Rule) -> float:
+        return len(list(context.settings.api_sources_dir.rglob("*.jsonl")))
+
+    def broken(context: Context, rule: Rule) -> float:
+        raise RuntimeError("the source is down")
+
+    metrics = {
+        **METRICS,
+        "landing_segments": Metric("landing_segments", "landing segments", segments, False),
+        "broken": Metric("broken", "a broken figure", broken, False),
+    }
+    folder = _rules(
+        tmp_path / "alerts",
+        """
+rules:
+  - name: segments_piling_up
+    metric: landing_segments
+    above: 0
+  - name: never
+    metric: broken
+    above: 0
+  - name: few_orders
+    metric: orders
+    window_minutes: 5
+    below: 2
+""",
+    )
+    log: list[str] = []
+    engine = AlertEngine(settings, folder, metrics, log=log.append)
+    for minute in (1, 2, 3):
+        engine.evaluate(_at(minute))
+    assert [line.split(":")[0] for line in log] == [
+        "Sluice alert segments_piling_up is firing",
+        "alert never",
+        "Sluice alert few_orders is firing",
+    ]
+    assert "landing segments is 1, above 0" in log[0]
+    assert log[1] == "alert never: could not read broken: the source is down"
+    # Rules on a metric that this engine does not know are errors, naming it.
+    assert "field 'metric' must be one of" in load_rules(folder)[1][0]
 
 
 def test_the_shipped_rules_are_valid() -> None:
