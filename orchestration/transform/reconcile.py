@@ -61,6 +61,7 @@ USERS_RELATIVE_BOUND = 3 * 1.04 / math.sqrt(2**SKETCH_LG_K)
 REVENUE_TOLERANCE_USD = 0.01
 # The folder of landing/ that the real-time worker tails (the ingest API's segments).
 SOURCES_PREFIX = "sources/"
+CORE_SCHEMA = "core"
 
 _NOT_COVERED = "not covered"
 _DESCRIPTIONS = {
@@ -126,7 +127,8 @@ def batch_day(con: duckdb.DuckDBPyConnection, day: dt.date) -> BatchDay:
         f"select active_users from {MARTS_SCHEMA}.dau where event_date = ?", [day]
     ).fetchone()
     outside = con.execute(
-        "select count(*) from core.fct_events where event_date = ? and source_file not like ?",
+        f"select count(*) from {CORE_SCHEMA}.fct_events "
+        "where event_date = ? and source_file not like ?",
         [day, SOURCES_PREFIX + "%"],
     ).fetchone()
     return BatchDay(
@@ -172,6 +174,15 @@ def _lower_by_at_most(batch: float, realtime: float, allowed: float) -> bool:
     return 0 <= batch - realtime <= allowed
 
 
+def _why(passed: bool, *, higher: bool, what: str) -> str:
+    """What a failed result's description adds: which way the tiers differ."""
+    if passed:
+        return ""
+    if higher:
+        return f": the real-time tier is higher ({what}), which late events cannot explain"
+    return f": the real-time tier is lower ({what}) by more than the late events explain"
+
+
 def compare(batch: BatchDay, live: read.Figures, late: int) -> dict[dg.AssetKey, Verdict]:
     """Each mart's verdict on a covered day: the rules of the module docstring."""
     common = {"late_events": late}
@@ -189,12 +200,18 @@ def compare(batch: BatchDay, live: read.Figures, late: int) -> dict[dg.AssetKey,
     events_ok = not higher and _lower_by_at_most(batch.events, live.events, late)
     events = Verdict(
         events_ok,
-        f"events: marts {batch.events}, real time {live.events}, {late} late",
+        f"events: marts {batch.events}, real time {live.events}, {late} late"
+        + _why(
+            events_ok,
+            higher=live.events > batch.events or bool(higher),
+            what=", ".join(sorted(higher)) or "in total",
+        ),
         {
             **common,
             "events_marts": batch.events,
             "events_real_time": live.events,
             "events_difference": batch.events - live.events,
+            "events_allowed_difference": f"0 to {late}",
             "names_higher_in_real_time": higher,
             "names_lower_in_real_time": lower,
         },
@@ -209,12 +226,18 @@ def compare(batch: BatchDay, live: read.Figures, late: int) -> dict[dg.AssetKey,
     revenue = Verdict(
         orders_ok and revenue_ok,
         f"orders: marts {batch.orders}, real time {live.orders}; revenue: marts "
-        f"{batch.revenue_usd:.2f} USD, real time {live.revenue_usd:.2f} USD; {late} late",
+        f"{batch.revenue_usd:.2f} USD, real time {live.revenue_usd:.2f} USD; {late} late"
+        + _why(
+            orders_ok and revenue_ok,
+            higher=live.orders > batch.orders or revenue_gap < -REVENUE_TOLERANCE_USD,
+            what="orders" if not orders_ok else "revenue",
+        ),
         {
             **common,
             "orders_marts": batch.orders,
             "orders_real_time": live.orders,
             "orders_difference": batch.orders - live.orders,
+            "orders_allowed_difference": f"0 to {late}",
             "revenue_usd_marts": batch.revenue_usd,
             "revenue_usd_real_time": live.revenue_usd,
             "revenue_usd_difference": revenue_gap,
@@ -226,7 +249,8 @@ def compare(batch: BatchDay, live: read.Figures, late: int) -> dict[dg.AssetKey,
     users = Verdict(
         users_ok,
         f"active users: marts {batch.active_users}, real time about "
-        f"{live.active_users:.1f} (allowed {bound:.1f} either way, {late} late)",
+        f"{live.active_users:.1f} (allowed {bound:.1f} either way, {late} late)"
+        + _why(users_ok, higher=live.active_users > batch.active_users, what="active users"),
         {
             **common,
             "active_users_marts": batch.active_users,

@@ -221,6 +221,7 @@ def test_events_and_revenue_the_marts_do_not_have_fail_the_day_with_error(
     events = got[EVENTS_KEY.to_user_string(), day.isoformat()]
     assert not events.passed
     assert events.severity == dg.AssetCheckSeverity.ERROR
+    assert "the real-time tier is higher (Order Completed)" in events.description
     meta = values(events)
     assert meta["events_difference"] == meta["events_marts"] - meta["events_real_time"]
     assert meta["events_difference"] < 0
