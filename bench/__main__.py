@@ -23,7 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import backfill, end_to_end, generator, history, ingest, load, memory, report
+from bench import (
+    backfill,
+    end_to_end,
+    generator,
+    history,
+    ingest,
+    load,
+    memory,
+    realtime,
+    report,
+)
 from bench.context import Context
 from bench.measure import MismatchError
 from bench.sizes import SIZES
@@ -38,6 +48,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "memory": memory.run,
     "ingest_api": ingest.run,
     "serving": ingest.run_serving,
+    "realtime": realtime.run,
 }
 
 

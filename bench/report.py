@@ -104,8 +104,18 @@ def _benchmark_markdown(key: str, result: dict[str, Any], run: dict[str, Any]) -
         cells += [_rss(row.get("peak_rss")), _ratio(row.get("ratio_peak_rss"))]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    # Figures that are not times against a baseline (the real-time tier's lag by rate), as
+    # the benchmark formatted them.
+    for table in result.get("tables", []):
+        lines += [table["caption"], ""]
+        lines.append("| " + " | ".join(table["header"]) + " |")
+        lines.append("|" + "---|" * len(table["header"]))
+        lines += ["| " + " | ".join(row) + " |" for row in table["rows"]]
+        lines.append("")
     for note in result.get("notes", []):
         lines.append(f"- {note}")
+    if result.get("notes"):
+        lines.append("")
     if result.get("slowest_nodes"):
         lines.append("Slowest dbt nodes in the last timed run (seconds):")
         lines.append("")
