@@ -490,6 +490,10 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(timeout=30)
 
 
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
+
+
 def measure_lag(ctx: Context, rate: int, messages: Path, seconds: float) -> dict[str, Any]:
     root = ctx.work / "runs" / f"realtime-lag-{rate}"
     shutil.rmtree(root, ignore_errors=True)
@@ -507,13 +511,13 @@ def measure_lag(ctx: Context, rate: int, messages: Path, seconds: float) -> dict
         env=env, cwd=ctx.source, capture_output=True, text=True, check=True,
     ).stdout.split()[0]  # fmt: skip
     store = root / "realtime" / "windows.sqlite"
-    log = root / "bench.log"
+    log, stream_log = root / "serve.log", root / "stream.log"
     server = worker = None
     rss = None
     try:
         port = _free_port()
         server = start_sluice_serve(env, port, log)
-        with log.open("ab") as out:
+        with stream_log.open("ab") as out:
             worker = subprocess.Popen(
                 [sluice, "stream"], env=env, cwd=ctx.source, stdout=out, stderr=out
             )
@@ -521,7 +525,7 @@ def measure_lag(ctx: Context, rate: int, messages: Path, seconds: float) -> dict
         deadline = time.monotonic() + 30
         while not store.exists():
             if worker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sluice stream did not start: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"sluice stream did not start: {_tail(stream_log)}")
             time.sleep(0.05)
         config = {
             "port": port,
@@ -541,7 +545,7 @@ def measure_lag(ctx: Context, rate: int, messages: Path, seconds: float) -> dict
             raise RuntimeError(f"the lag probe failed at {rate:,} events/s:\n{done.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
         if worker.poll() is not None:
-            raise RuntimeError(f"sluice stream exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"sluice stream exited: {_tail(stream_log)}")
     finally:
         _stop(worker)
         peak = rss.stop() if rss is not None else 0
@@ -654,7 +658,8 @@ def run(ctx: Context) -> dict[str, Any]:
             f"(every {POLL_SECONDS * 1000:.0f} ms) whose `added` covers every event sent "
             "before that answer; the worker's own figures count from each event's "
             "`receivedAt` to its commit (`realtime.read.lag`, interpolated in its histogram's "
-            "buckets). `sluice serve`, `sluice stream` and the probe share the 2 cores.",
+            "buckets). One run per rate, each with its own data directory; `sluice serve`, "
+            "`sluice stream` and the probe share the machine's cores.",
         ],
         "events_per_second": worker_rate,
         "baseline_events_per_second": baseline_rate,
