@@ -34,6 +34,9 @@ Metric sources: ``METRICS`` maps a name to a ``Metric``, whose ``read`` gets the
 another source (the batch tier, the ingest API) is a ``Metric`` in a mapping that its caller,
 in a layer that may import both, passes to ``AlertEngine`` (``{**METRICS, **others}``).
 
+The outbox, its delivery and the message format are ``common.alerting``'s, shared with the
+platform's alerts (failed runs and checks, stale assets, query budgets).
+
 Hand-written state machine over the standard library's sqlite3 (as Prometheus' pending /
 firing rules, with Alertmanager's once-per-firing and resolved notices): those servers are
 not part of a laptop install, and the state is a row per rule. Settings:
@@ -45,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import math
 import re
 import sqlite3
@@ -53,24 +55,18 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from common.delivery import DeliveryError, post_json, send_mail
+from common.alerting import FIRING, RESOLVED, Outbox, message
+from common.alerting import at as _at
 from common.settings import ALERTS_DIR, Settings
 from realtime import read
 
 DEFAULT_COOLDOWN_MINUTES = 30.0
 MAX_WINDOW_MINUTES = 1440
-# An undelivered message older than this is dropped (and logged): news of a day ago is stale.
-OUTBOX_MAX_AGE_SECONDS = 86400.0
-WEBHOOK = "webhook"
-MAIL = "mail"
-FIRING = "firing"
-RESOLVED = "resolved"
 
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _FIELDS = (
@@ -356,14 +352,6 @@ create table if not exists rule_state (
     evaluated_at real,
     notified_at real     -- when a message of the rule was last delivered (to every channel)
 ) without rowid;
-create table if not exists outbox (
-    id integer primary key,
-    rule text not null,
-    kind text not null,  -- firing or resolved
-    created_at real not null,
-    message text not null,  -- JSON: subject, text, webhook body
-    channels text not null  -- the channels still to deliver it to, comma-separated
-);
 """
 
 
@@ -372,10 +360,6 @@ class _State:
     pending_since: float | None = None
     firing_since: float | None = None
     resolved_at: float | None = None
-
-
-def _at(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _message(rule: Rule, kind: str, value: float, since: float, now: float) -> dict[str, Any]:
@@ -387,7 +371,6 @@ def _message(rule: Rule, kind: str, value: float, since: float, now: float) -> d
             f"Sluice alert {rule.name} is firing: {rule.what} is {shown}, {threshold}, "
             f"since {_at(since)}."
         )
-        header = f"FIRING: {rule.name}"
         fields = [
             ("value", shown),
             ("threshold", threshold),
@@ -400,33 +383,14 @@ def _message(rule: Rule, kind: str, value: float, since: float, now: float) -> d
             f"Sluice alert {rule.name} resolved: {rule.what} is {shown} (alert when "
             f"{threshold}); it fired at {_at(since)} and lasted {lasted}."
         )
-        header = f"RESOLVED: {rule.name}"
         fields = [
             ("value", shown),
             ("threshold", threshold),
             ("fired at", _at(since)),
             ("resolved at", _at(now)),
         ]
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": header[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-        {
-            "type": "section",
-            "fields": [{"type": "mrkdwn", "text": f"*{name}*\n{v}"} for name, v in fields],
-        },
-    ]
-    if rule.description:
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": rule.description}]}
-        )
-    body = text + (f"\n\n{rule.description}" if rule.description else "")
-    body += f"\n\nRule: {rule.condition} ({rule.path.name}).\n"
-    return {
-        "subject": f"Sluice alert {rule.name}: {kind}",
-        "text": text,
-        "body": body,
-        "webhook": {"text": text, "blocks": blocks},
-    }
+    footer = f"Rule: {rule.condition} ({rule.path.name})."
+    return message(rule.name, kind, text, fields, rule.description, footer)
 
 
 @dataclass(frozen=True)
@@ -455,6 +419,7 @@ class AlertEngine:
         self.rules_dir = rules_dir
         self.metrics = metrics
         self.log = log
+        self.outbox = Outbox(settings, settings.alerts_state_path, log)
         # Errors already logged: a broken file is reported when it breaks, not every 15 s.
         self._reported: set[str] = set()
         # The same for a metric that cannot be read: logged when its error changes.
@@ -463,23 +428,12 @@ class AlertEngine:
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         # A connection per evaluation: the engine runs in its own thread.
-        path = self.settings.alerts_state_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path, isolation_level=None)
-        try:
-            con.execute("pragma busy_timeout = 5000")
-            con.executescript(SCHEMA)
+        with self.outbox.connect(SCHEMA) as con:
             yield con
-        finally:
-            con.close()
 
     def channels(self) -> list[str]:
         """The channels set up in the settings."""
-        settings = self.settings
-        found = [WEBHOOK] if settings.report_webhook_url else []
-        if settings.smtp_host and settings.report_email_to:
-            found.append(MAIL)
-        return found
+        return self.outbox.channels()
 
     def load(self) -> list[Rule]:
         """The valid rules; each new error is logged once."""
@@ -612,75 +566,15 @@ class AlertEngine:
         return _State(pending, now, state.resolved_at)
 
     def _enqueue(
-        self, con: sqlite3.Connection, rule: Rule, kind: str, message: dict[str, Any], now: float
+        self, con: sqlite3.Connection, rule: Rule, kind: str, content: dict[str, Any], now: float
     ) -> None:
-        channels = self.channels()
-        self.log(
-            message["text"]
-            + (
-                ""
-                if channels
-                else " (not delivered: set SLUICE_REPORT_WEBHOOK_URL, or SLUICE_SMTP_HOST and "
-                "SLUICE_REPORT_EMAIL_TO)"
-            )
-        )
-        if channels:
-            con.execute(
-                "insert into outbox (rule, kind, created_at, message, channels) "
-                "values (?, ?, ?, ?, ?)",
-                [rule.name, kind, now, json.dumps(message), ",".join(channels)],
-            )
+        self.outbox.enqueue(con, rule.name, kind, content, now)
 
     def _deliver(self, con: sqlite3.Connection, now: float) -> None:
-        """Send what the outbox holds, oldest first; a channel that fails is left for the
-        next evaluation (and not tried again in this one)."""
-        failed: set[str] = set()
-        rows = con.execute(
-            "select id, rule, kind, created_at, message, channels from outbox order by id"
-        ).fetchall()
-        for id_, rule, kind, created_at, message, channels in rows:
-            left = [channel for channel in channels.split(",") if channel]
-            if now - created_at > OUTBOX_MAX_AGE_SECONDS:
-                self.log(
-                    f"alert {rule}: dropped the {kind} message of {_at(created_at)}, "
-                    f"undelivered for a day (to {', '.join(left)})"
-                )
-                con.execute("delete from outbox where id = ?", [id_])
-                continue
-            content = json.loads(message)
-            for channel in list(left):
-                if channel in failed:
-                    continue
-                try:
-                    self._send(channel, content, f"the {kind} alert {rule}")
-                except DeliveryError as error:
-                    failed.add(channel)
-                    self.log(f"alert {rule}: {error}; retrying at the next evaluation")
-                    continue
-                left.remove(channel)
-                self.log(f"alert {rule}: {kind} message delivered by {channel}")
-            if left:
-                con.execute("update outbox set channels = ? where id = ?", [",".join(left), id_])
-            else:
-                con.execute("delete from outbox where id = ?", [id_])
-                con.execute("update rule_state set notified_at = ? where rule = ?", [now, rule])
-
-    def _send(self, channel: str, content: dict[str, Any], what: str) -> None:
-        settings = self.settings
-        if channel == WEBHOOK:
-            post_json(settings.report_webhook_url, content["webhook"], what)
-            return
-        if not settings.smtp_host or not settings.report_email_to:
-            raise DeliveryError(
-                "no SMTP relay or recipients any more: set SLUICE_SMTP_HOST and "
-                "SLUICE_REPORT_EMAIL_TO"
-            )
-        mail = EmailMessage()
-        mail["Subject"] = content["subject"]
-        mail["From"] = settings.report_email_from
-        mail["To"] = ", ".join(settings.report_email_to)
-        mail.set_content(content["body"])
-        send_mail(mail, settings.smtp_host, settings.smtp_port, what)
+        """Send what the outbox holds; a channel that fails is retried at the next
+        evaluation."""
+        for rule in self.outbox.deliver(con, now):
+            con.execute("update rule_state set notified_at = ? where rule = ?", [now, rule])
 
     def run(self, stop: threading.Event, interval: float | None = None) -> None:
         """Evaluate every ``interval`` seconds (default ``SLUICE_ALERT_INTERVAL_SECONDS``)
