@@ -100,6 +100,27 @@ def _url(variable: str, raw: str) -> str:
     return raw
 
 
+def _nats_urls(variable: str, raw: str) -> str:
+    for url in raw.split(","):
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("nats", "tls", "ws", "wss") or not parts.hostname:
+            # A URL may hold a password: name the setting, not the value.
+            raise SettingsError(
+                f"{variable} must be nats:// URLs with a host (several separated by commas), "
+                "such as nats://127.0.0.1:4222"
+            )
+    return raw
+
+
+def _nats_name(variable: str, raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", raw):
+        raise SettingsError(
+            f"{variable}={raw!r} is not a usable JetStream name: use letters, digits, '-' and "
+            "'_' (up to 64)"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class Setting:
     """How one field of ``Settings`` is read from the environment and shown in the README."""
@@ -289,6 +310,36 @@ class Settings:
         "SLUICE_REALTIME_RETENTION_DAYS",
         7,
         "`sluice stream` deletes minute windows this many days older than the newest event",
+        minimum=1,
+    )
+    stream_nats_url: str = setting(
+        "SLUICE_STREAM_NATS_URL",
+        "",
+        "NATS JetStream mode of the real-time tier: `sluice serve` also publishes each message "
+        "it acknowledges to a JetStream stream there, and `sluice stream` consumes it. Unset: "
+        "tail mode (the worker reads the landing segments)",
+        check=_nats_urls,
+        values="`nats://host:port` URLs, comma-separated",
+    )
+    stream_nats_stream: str = setting(
+        "SLUICE_STREAM_NATS_STREAM",
+        "sluice_events",
+        "the JetStream stream (subjects `<stream>.<source>`) of NATS mode",
+        check=_nats_name,
+        values="letters, digits, `-`, `_`",
+    )
+    stream_nats_consumer: str = setting(
+        "SLUICE_STREAM_NATS_CONSUMER",
+        "sluice-stream",
+        "the durable consumer that `sluice stream` workers share in NATS mode (they split the "
+        "messages); workers with a real-time store of their own need a consumer of their own",
+        check=_nats_name,
+        values="letters, digits, `-`, `_`",
+    )
+    stream_nats_max_age_hours: int = setting(
+        "SLUICE_STREAM_NATS_MAX_AGE_HOURS",
+        24,
+        "the stream keeps each message this long (on file storage), consumed or not",
         minimum=1,
     )
     alert_interval_seconds: int = setting(

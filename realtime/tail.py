@@ -6,7 +6,8 @@ it and ``<stem>.jsonl`` once closed (``ingestion/api/segments.py``); its identit
 ``<source>/<stem>``, so an offset read in the open file carries over to the closed one. Only
 bytes up to the last newline are returned: the API writes whole lines and fsyncs them before
 answering, so a line without its newline is one still being written. A closed segment read to
-its end never changes again and is not looked at any more. Reads no environment.
+its end never changes again and is not looked at any more. ``TailSource`` is tail mode's
+source of the stream worker (``realtime.source``). Reads no environment.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.contract import LANDING_SUFFIX
+from realtime.source import Batch
 
 OPEN_SUFFIX = LANDING_SUFFIX + ".tmp"
 
@@ -109,3 +111,33 @@ class SegmentTail:
                 chunks.append(Chunk(segment, start, start + len(data), data))
                 budget -= len(data)
         return chunks
+
+
+class TailSource:
+    """Tail mode: the new lines of the landing segments past the offsets the store committed,
+    about ``budget`` bytes per batch."""
+
+    idle_seconds = 0.2
+
+    def __init__(self, sources_dir: Path, offsets: Mapping[str, int], budget: int) -> None:
+        self.description = f"the landing segments in {sources_dir}"
+        self._tail = SegmentTail(sources_dir)
+        self._offsets = dict(offsets)
+        self._budget = budget
+
+    def read(self) -> Batch | None:
+        chunks = self._tail.read(self._offsets, self._budget)
+        if not chunks:
+            return None
+        count = len(chunks)
+        return Batch(
+            blocks=[chunk.data for chunk in chunks],
+            origin=f"{count} segment" + ("" if count == 1 else "s"),
+            offsets={chunk.segment: chunk.end for chunk in chunks},
+        )
+
+    def committed(self, batch: Batch) -> None:
+        self._offsets.update(batch.offsets)
+
+    def close(self) -> None:
+        pass

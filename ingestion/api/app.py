@@ -5,7 +5,9 @@
 ``writeKey`` in the body (a read key is refused); bodies may be gzip. Every message a request
 carries is appended to the write key's source's landing segment before the answer;
 ``{"success": true}`` says how many of them the loader will accept and which it will
-quarantine. Reads no environment: the settings come in through ``IngestApi``.
+quarantine. With ``SLUICE_STREAM_NATS_URL`` set, every one is also published to the real-time
+tier's JetStream stream, acknowledged, before the answer (``ingestion/api/publish.py``). Reads
+no environment: the settings come in through ``IngestApi``.
 
 The same app serves the read side, ``serving/query_api.py`` (reports, ad-hoc SQL on the
 serving snapshot, the dashboard) for read keys; the server (``sluice/server.py``) mounts both
@@ -35,7 +37,9 @@ from common.http import BadCredentials, MalformedBody, authorization_key, parse_
 from common.keys import KeyFileError, KeyStore
 from common.metrics import IngestMetrics
 from common.settings import Settings
+from common.stream import StreamUnavailable
 from ingestion.api.messages import TimestampParser, dumps, iso, stamp
+from ingestion.api.publish import Publisher, PublishFailed
 from ingestion.api.ratelimit import RateLimiter
 from ingestion.api.segments import GroupCommitter, SegmentWriter, lock_landing, recover
 
@@ -131,6 +135,8 @@ class IngestApi:
             settings.api_sources_dir, settings.api_segment_bytes, settings.api_segment_seconds
         )
         self.committer: GroupCommitter | None = None
+        # NATS JetStream mode of the real-time tier; None in tail mode.
+        self.publisher = Publisher(settings, self.registry) if settings.stream_nats_url else None
         self._lock_fd: int | None = None
         # Read when /metrics is asked, off the event loop.
         Gauge(
@@ -163,8 +169,16 @@ class IngestApi:
         self.committer = GroupCommitter(self.writer, self.metrics.fsync_latency.observe)
         await self.committer.start()
         try:
+            if self.publisher is not None:
+                try:
+                    await self.publisher.start()
+                except StreamUnavailable as error:
+                    log.error("%s", error)
+                    raise
             yield
         finally:
+            if self.publisher is not None:
+                await self.publisher.close()
             await self.committer.stop()
             self.release()
 
@@ -235,6 +249,8 @@ class IngestApi:
         received_at = dt.datetime.now(dt.UTC)
         received_at_text = iso(received_at)
         lines: list[bytes] = []
+        # Each line's Nats-Msg-Id, in NATS mode.
+        ids: list[str | None] = []
         errors: list[dict[str, Any]] = []
         rejected: list[str] = []
         for index, message in enumerate(messages):
@@ -253,6 +269,7 @@ class IngestApi:
                     f"message {index} is {len(stamped.line)} bytes; the limit is 32 KB per message",
                 )
             lines.append(stamped.line + b"\n")
+            ids.append(stamped.message_id)
             if stamped.reason is not None:
                 rejected.append(stamped.reason)
                 if len(errors) < MAX_ERRORS_LISTED:
@@ -275,6 +292,16 @@ class IngestApi:
                 raise HttpError(
                     503, f"could not write to the landing area ({error.strerror})"
                 ) from None
+            if self.publisher is not None:
+                try:
+                    await self.publisher.publish(source, [line[:-1] for line in lines], ids)
+                except PublishFailed as error:
+                    log.error("%s", error)
+                    # Landed but not in the stream: the client's retry puts it in both, and
+                    # each tier counts its messageId once.
+                    raise HttpError(
+                        503, "could not publish to the real-time stream (NATS); retry"
+                    ) from None
         accepted = len(lines) - len(rejected)
         self.metrics.source_accepted(source).inc(accepted)
         for reason in rejected:

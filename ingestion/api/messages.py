@@ -77,6 +77,8 @@ class Stamped(NamedTuple):
 
     line: bytes
     reason: str | None
+    # The messageId of a message predicted valid: its Nats-Msg-Id in NATS mode (common.stream).
+    message_id: str | None = None
 
 
 def loader_reason(reason: str | None) -> str | None:
@@ -156,4 +158,4 @@ def stamp(
             "message": doc,
         }
         return Stamped(dumps(wrapper), contract.FUTURE_REASON)
-    return Stamped(dumps(doc), reason)
+    return Stamped(dumps(doc), reason, text_of(doc["messageId"]) if reason is None else None)
