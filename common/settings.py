@@ -37,6 +37,8 @@ CURRENCY_RATES_SEED = DBT_PROJECT_DIR / "seeds" / "currency_rates.csv"
 REPORTS_DIR = REPO_DIR / "reports"
 # Data alert rules (YAML), beside the saved reports; see realtime/alerts.py.
 ALERTS_DIR = REPORTS_DIR / "alerts"
+# Service level objectives (YAML); see sluice/slo.py.
+SLO_FILE = REPO_DIR / "ops" / "slos.yml"
 
 
 def dbt_executable() -> str:
@@ -378,6 +380,12 @@ class Settings:
         """Each alert rule's state (pending, firing, notified, resolved) and the messages
         still to deliver, SQLite; written by the alert engine of ``sluice stream``."""
         return self.data_dir / "realtime" / "alerts.sqlite"
+
+    @property
+    def slo_counts_path(self) -> Path:
+        """Per-minute counts of the ingest and query APIs' SLIs (SQLite), written by
+        ``sluice serve`` and read by ``sluice slo`` and ``/metrics``."""
+        return self.data_dir / "slo.sqlite"
 
     @property
     def warehouse_path(self) -> Path:

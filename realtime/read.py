@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,16 +193,27 @@ def histogram_quantile(q: float, buckets: dict[int, int]) -> float | None:
     return None
 
 
+def _lag_buckets(con: sqlite3.Connection, start: dt.datetime, end: dt.datetime) -> dict[int, int]:
+    return dict(
+        con.execute(
+            "select bucket, sum(events) from minute_lag "
+            "where minute_start >= ? and minute_start < ? group by bucket",
+            [_seconds(start), _seconds(end)],
+        ).fetchall()
+    )
+
+
+def lag_buckets(path: Path, start: dt.datetime, end: dt.datetime) -> dict[int, int]:
+    """The events committed in the minutes of ``[start, end)`` per ``store.LAG_BUCKETS``
+    index (an SLO counts those within a bound)."""
+    with contextlib.closing(store.connect(path, read_only=True)) as con:
+        return _lag_buckets(con, start, end)
+
+
 def lag(path: Path, start: dt.datetime, end: dt.datetime) -> Lag:
     """The lag of the events committed in the minutes of ``[start, end)``."""
     with contextlib.closing(store.connect(path, read_only=True)) as con:
-        buckets = dict(
-            con.execute(
-                "select bucket, sum(events) from minute_lag "
-                "where minute_start >= ? and minute_start < ? group by bucket",
-                [_seconds(start), _seconds(end)],
-            ).fetchall()
-        )
+        buckets = _lag_buckets(con, start, end)
         lag_ms = con.execute(
             "select sum(value) from minute_processed "
             "where name = ? and minute_start >= ? and minute_start < ?",

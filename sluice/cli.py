@@ -1,5 +1,5 @@
 """The ``sluice`` command line: generate, load, materialize, demo, live-demo, status, dev,
-serve, stream, keys, report.
+serve, stream, alerts, slo, keys, report.
 
 Runs go through the Dagster instance in the data directory, so the UI shows them; a run's
 logs go to the data directory's run log, and the command prints what the run loaded and built.
@@ -319,6 +319,7 @@ def serve(host: str | None, port: int | None) -> None:
     query API and dashboard over the serving snapshot."""
     from ingestion.api.segments import LandingLocked
     from sluice.server import serve as run_server
+    from sluice.slo import SloFileError
 
     settings = _settings()
     host = host or settings.api_host
@@ -326,7 +327,7 @@ def serve(host: str | None, port: int | None) -> None:
     console.print(f"ingest API on http://{host}:{port} writing to {settings.api_sources_dir}")
     try:
         run_server(settings, host, port)
-    except LandingLocked as error:
+    except (LandingLocked, SloFileError) as error:
         _fail(str(error))
 
 
@@ -403,6 +404,31 @@ def alerts() -> None:
         click.echo(error, err=True)
     if errors:
         _fail(f"{_count(len(errors), 'mistake')} in the alert rules (left out by `sluice stream`)")
+
+
+@main.command()
+def slo() -> None:
+    """Each SLO of ops/slos.yml: objective, SLI over the window, error budget left, and burn
+    rate over the last hour and 6 hours, from what sluice serve, the Dagster runs and sluice
+    stream recorded in the data directory."""
+    from common.settings import SLO_FILE
+    from sluice.slo import TABLE_HEADER, SloFileError, load_slos, measure, table_rows
+
+    settings = _settings()
+    try:
+        slos = load_slos(SLO_FILE)
+    except SloFileError as error:
+        _fail(str(error))
+    table = Table(title=f"SLOs over the last {slos.window.days} days ({SLO_FILE})")
+    for column in TABLE_HEADER:
+        table.add_column(column)
+    for row in table_rows(measure(settings, slos)):
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        "events: requests (ingest, query), minutes (batch_freshness), events (realtime_lag, "
+        "over what the real-time store keeps); burn rate: the bad share / the budget's share"
+    )
 
 
 @main.group()

@@ -1,6 +1,7 @@
 """The one HTTP server of ``sluice serve``: the ingest routes (``ingestion.api``), the query
 routes and the dashboard (``serving.query_api``), the live figures (``realtime.api``), the
-daily view over both tiers (``sluice.daily``) and ``/metrics`` in one Starlette app, run with
+daily view over both tiers (``sluice.daily``) and ``/metrics`` (with the SLOs of
+``sluice.slo``, whose per-minute counts it records) in one Starlette app, run with
 uvicorn (uvloop, httptools).
 
 The stages never import each other; this module, above them, mounts them side by side
@@ -31,6 +32,7 @@ from ingestion.api.app import IngestApi
 from realtime.api import LiveApi
 from serving.query_api import QueryApi
 from sluice.daily import DailyApi
+from sluice.slo import SloCollector, SloRecorder, load_slos
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -44,6 +46,16 @@ def create_app(settings: Settings) -> Starlette:
     query_api = QueryApi(settings, api.keys, registry=registry)
     live_api = LiveApi(settings, api.keys, registry=registry)
     daily_api = DailyApi(settings, api.keys, query_api)
+    # The SLOs' per-minute counts (sluice slo) and the sluice_slo_* gauges.
+    slos = load_slos()
+    recorder = SloRecorder(
+        settings,
+        slos,
+        api_responses=api.metrics.responses,
+        api_latency=api.metrics.request_latency,
+        query_latency=query_api.metrics.latency,
+    )
+    registry.register(SloCollector(settings, slos, before=recorder.flush))
 
     async def metrics(_request: Request) -> Response:
         # Some figures read files when asked (the load's dlt state, the snapshot's version).
@@ -60,7 +72,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with api.lifespan(app):
+        async with api.lifespan(app), recorder.running():
             try:
                 yield
             finally:

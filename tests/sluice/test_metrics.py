@@ -101,6 +101,44 @@ RECORDED: dict[str, tuple[str, str, set[str]]] = {
         "Seconds since the snapshot was built.",
         {"sluice_serving_snapshot_age_seconds"},
     ),
+    # GET /v1/live's own figures (the real-time store's appear once sluice stream wrote it).
+    "sluice_live_duration_seconds": (
+        "histogram",
+        "Time to answer a /v1/live request.",
+        histogram("sluice_live_duration_seconds", LATENCY_LE),
+    ),
+    "sluice_live_refusals_total": (
+        "counter",
+        "/v1/live requests refused, by the limit they hit (read_key, parameters, store).",
+        set(),
+    ),
+    # The SLOs of ops/slos.yml (sluice/slo.py); sluice_slo_batch_fresh appears once a mart is
+    # built.
+    "sluice_slo_objective": (
+        "gauge",
+        "Each SLO's objective (ops/slos.yml).",
+        {"sluice_slo_objective{slo}"},
+    ),
+    "sluice_slo_sli": (
+        "gauge",
+        "Each SLO's good share over its window (absent without events).",
+        {"sluice_slo_sli{slo}"},
+    ),
+    "sluice_slo_events": (
+        "gauge",
+        "Events each SLO counted over its window.",
+        {"sluice_slo_events{slo}"},
+    ),
+    "sluice_slo_error_budget_remaining": (
+        "gauge",
+        "Share of each SLO's error budget left over its window (negative once overspent).",
+        {"sluice_slo_error_budget_remaining{slo}"},
+    ),
+    "sluice_slo_burn_rate": (
+        "gauge",
+        "Bad share over the last window / the SLO's budget share (absent without events).",
+        {"sluice_slo_burn_rate{slo,window}"},
+    ),
 }
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -172,6 +210,10 @@ def test_metrics_keep_their_names_types_help_and_labels(make_settings, tmp_path:
     assert values["sluice_api_request_duration_seconds_count"] == 3
     assert values["sluice_query_duration_seconds_count"] == 1
     assert values['sluice_query_refusals_total{limit="snapshot"}'] == 1
+    # Four ingest requests, none a server error; the query's 503 is timed, not an ingest answer.
+    assert values['sluice_slo_events{slo="ingest_availability"}'] == 3
+    assert values['sluice_slo_sli{slo="ingest_availability"}'] == 1
+    assert values['sluice_slo_events{slo="query_latency"}'] == 1
     assert values["sluice_api_segments_open"] == 1
     assert values["sluice_api_segments_waiting"] == 0
     assert math.isnan(values["sluice_serving_snapshot_age_seconds"])
