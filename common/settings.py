@@ -123,6 +123,28 @@ def _nats_name(variable: str, raw: str) -> str:
     return raw
 
 
+def query_budgets(variable: str, raw: str) -> dict[str, int]:
+    """``name=rows,name=rows`` (read key names and scanned rows per day) as a mapping."""
+    budgets: dict[str, int] = {}
+    for pair in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, rows = pair.partition("=")
+        name = name.strip()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name) or not rows.strip().isdigit():
+            raise SettingsError(
+                f"{variable}: {pair!r} is not a read key's name and a number of rows; write "
+                "name=rows pairs separated by commas, such as analyst=5000000,bi=200000000"
+            )
+        if name in budgets:
+            raise SettingsError(f"{variable}: the read key {name!r} is given twice")
+        budgets[name] = int(rows)
+    return budgets
+
+
+def _query_budgets(variable: str, raw: str) -> str:
+    query_budgets(variable, raw)
+    return raw
+
+
 @dataclass(frozen=True)
 class Setting:
     """How one field of ``Settings`` is read from the environment and shown in the README."""
@@ -350,6 +372,30 @@ class Settings:
         "`sluice stream` evaluates the alert rules (`reports/alerts/*.yml`) this often",
         minimum=1,
     )
+    platform_alert_cooldown_minutes: int = setting(
+        "SLUICE_PLATFORM_ALERT_COOLDOWN_MINUTES",
+        30,
+        "after an alert of the platform (a failed run, an ERROR check that failed, a stale "
+        "asset, a query budget overrun) resolves, the same alert raised again this soon is "
+        "recorded but not sent until it is raised after the cool-down",
+        minimum=0,
+    )
+    query_budget_scan_rows_per_day: int = setting(
+        "SLUICE_QUERY_BUDGET_SCAN_ROWS_PER_DAY",
+        800_000_000,
+        "each read key's budget of rows scanned per UTC day, a soft limit below the quota "
+        "`SLUICE_QUERY_SCAN_ROWS_PER_DAY`: the query that overruns it is answered and raises "
+        "the alert `query_budget_<key>` once that day",
+        minimum=1,
+    )
+    query_budgets: str = setting(
+        "SLUICE_QUERY_BUDGETS",
+        "",
+        "budgets of rows scanned per UTC day for named read keys, in place of "
+        "`SLUICE_QUERY_BUDGET_SCAN_ROWS_PER_DAY`",
+        check=_query_budgets,
+        values="`name=rows` pairs, comma-separated",
+    )
 
     @property
     def landing_dir(self) -> Path:
@@ -380,6 +426,18 @@ class Settings:
         """Each alert rule's state (pending, firing, notified, resolved) and the messages
         still to deliver, SQLite; written by the alert engine of ``sluice stream``."""
         return self.data_dir / "realtime" / "alerts.sqlite"
+
+    @property
+    def alerts_path(self) -> Path:
+        """The platform's alerts (failed runs and checks, stale assets, query budgets): their
+        state and the messages still to deliver, SQLite; written by the Dagster daemon's alert
+        sensor and by ``sluice serve``."""
+        return self.data_dir / "alerts.sqlite"
+
+    def query_budget(self, reader: str) -> int:
+        """The read key's budget of rows scanned per UTC day."""
+        budgets = query_budgets("SLUICE_QUERY_BUDGETS", self.query_budgets)
+        return budgets.get(reader, self.query_budget_scan_rows_per_day)
 
     @property
     def slo_counts_path(self) -> Path:

@@ -11,6 +11,7 @@ import dagster as dg
 from dagster_dlt import DagsterDltResource
 
 from common.settings import Settings, load_settings
+from orchestration.alerts import build_alerts_sensor
 from orchestration.ingest.assets import RAW_EVENTS_KEY, build_ingest_assets
 from orchestration.ingest.sensors import build_landing_sensor
 from orchestration.lib import daily_partitions
@@ -95,6 +96,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_landing_sensor(settings, load_job),
             build_late_events_sensor(settings, RAW_EVENTS_KEY, FACT_KEY, build_job),
             build_snapshot_sensor(marts, SNAPSHOT_KEY, publish_job),
+            build_alerts_sensor(settings),
         ],
         resources={"dlt": DagsterDltResource(), "dbt": dbt_resource(settings)},
         executor=dg.in_process_executor,
