@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -32,6 +33,7 @@ from ingestion.api.app import IngestApi
 from realtime.api import LiveApi
 from serving.query_api import QueryApi
 from sluice.daily import DailyApi
+from sluice.monitoring import MonitoringApi
 from sluice.slo import SloCollector, SloRecorder, load_slos
 
 
@@ -46,6 +48,8 @@ def create_app(settings: Settings) -> Starlette:
     query_api = QueryApi(settings, api.keys, registry=registry)
     live_api = LiveApi(settings, api.keys, registry=registry)
     daily_api = DailyApi(settings, api.keys, query_api)
+    # The Dagster instance's runs and freshness, storage, the dashboard's load time.
+    monitoring_api = MonitoringApi(settings, api.keys, registry)
     # The SLOs' per-minute counts (sluice slo) and the sluice_slo_* gauges.
     slos = load_slos()
     recorder = SloRecorder(
@@ -65,6 +69,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         *live_api.routes(),
         *daily_api.routes(),
+        *monitoring_api.routes(),
         *query_api.routes(),
         *api.routes(),
         Route("/metrics", metrics, methods=["GET"]),
@@ -101,6 +106,8 @@ def serve(settings: Settings, host: str, port: int, access_logs: bool = True) ->
     """Serve until stopped; raises LandingLocked when another server owns the landing area."""
     if access_logs:
         configure_logging()
+    # The Dagster instance's configuration names its home by DAGSTER_HOME: /metrics reads it.
+    os.environ.update(settings.subprocess_env())
     app = create_app(settings)
     api: IngestApi = app.state.api
     api.open()

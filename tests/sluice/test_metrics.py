@@ -20,6 +20,7 @@ LATENCY_LE = (*LATENCY, "2.5", "+Inf")
 FSYNC_LE = ("0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05")
 FSYNC_LE += ("0.1", "+Inf")
 QUERY_LE = (*LATENCY, "2.5", "5.0", "10.0", "+Inf")
+DASHBOARD_LE = ("0.1", "0.25", "0.5", "1.0", "2.0", "3.0", "5.0", "10.0", "30.0", "+Inf")
 
 
 def histogram(name: str, les: tuple[str, ...]) -> set[str]:
@@ -138,6 +139,59 @@ RECORDED: dict[str, tuple[str, str, set[str]]] = {
         "gauge",
         "Bad share over the last window / the SLO's budget share (absent without events).",
         {"sluice_slo_burn_rate{slo,window}"},
+    ),
+    # What the Dagster instance and the data directory say (sluice/monitoring.py): no run,
+    # no asset yet here; the storage areas are there from the start.
+    "sluice_etl_last_run_success": (
+        "gauge",
+        "1 if the job's last finished Dagster run succeeded, 0 if it failed or was canceled.",
+        set(),
+    ),
+    "sluice_etl_last_run_duration_seconds": (
+        "gauge",
+        "Start to end of the job's last finished Dagster run.",
+        set(),
+    ),
+    "sluice_etl_last_run_end_timestamp_seconds": (
+        "gauge",
+        "When the job's last finished Dagster run ended (Unix time).",
+        set(),
+    ),
+    "sluice_etl_runs": (
+        "gauge",
+        "Dagster runs the instance holds, by status (delta() over a window: runs ended).",
+        set(),
+    ),
+    "sluice_asset_last_materialization_timestamp_seconds": (
+        "gauge",
+        "When the asset was last materialized (Unix time), for assets with a freshness policy.",
+        set(),
+    ),
+    "sluice_asset_age_seconds": (
+        "gauge",
+        "Seconds since the asset was last materialized, for assets with a freshness policy.",
+        set(),
+    ),
+    "sluice_asset_freshness_state": (
+        "gauge",
+        "1 for the asset's freshness state against its policy (PASS, WARN, FAIL, UNKNOWN "
+        "before any materialization), 0 for the others.",
+        set(),
+    ),
+    "sluice_load_rows": (
+        "gauge",
+        "Rows the last load wrote: loaded to raw.events, rejected to raw.rejected_events.",
+        set(),
+    ),
+    "sluice_storage_bytes": (
+        "gauge",
+        "Bytes of each area of the data directory (files and write-ahead logs).",
+        {"sluice_storage_bytes{area}"},
+    ),
+    "sluice_dashboard_load_seconds": (
+        "histogram",
+        "Time from opening the dashboard to its first reports drawn, as its page reports.",
+        histogram("sluice_dashboard_load_seconds", DASHBOARD_LE),
     ),
 }
 
