@@ -72,8 +72,10 @@ TARGET_P95_SECONDS = 5.0
 # The freshness SLO of the real-time tier (docs/real-time.md).
 SLO_SECONDS = 60.0
 FIXED_RATES = (1_000, 10_000)
-# Tried in order after the fixed rates, up to the first one the tier does not sustain.
+# Tried in order after the fixed rates, up to the first one the tier does not sustain in
+# LADDER_TRIES runs.
 LADDER = (20_000, 30_000, 40_000, 60_000, 80_000, 120_000, 160_000, 240_000)
+LADDER_TRIES = 2
 REQUESTS_PER_SECOND = 100
 CONNECTIONS = 2
 POLL_SECONDS = 0.025
@@ -604,15 +606,22 @@ def run(ctx: Context) -> dict[str, Any]:
 
     messages = ctx.work / "datasets" / "realtime" / PROBE_FILE
     seconds = PHASE_SECONDS.get(ctx.size.name, 10.0)
+    load_before = os.getloadavg()[0]
     steps = [measure_lag(ctx, rate, messages, seconds) for rate in FIXED_RATES]
     if steps[-1]["sustained"]:
         for rate in LADDER:
-            steps.append(measure_lag(ctx, rate, messages, seconds))
+            # A rate not sustained is tried once more: other work on a shared machine can
+            # starve one run.
+            for _ in range(LADDER_TRIES):
+                steps.append(measure_lag(ctx, rate, messages, seconds))
+                if steps[-1]["sustained"]:
+                    break
             if not steps[-1]["sustained"]:
                 break
     sustained = [s for s in steps if s["sustained"]]
     highest = max(sustained, key=lambda s: s["rate"]) if sustained else None
-    fixed = [s for s in steps if s["rate"] in FIXED_RATES]
+    load_after = os.getloadavg()[0]
+    fixed = steps[: len(FIXED_RATES)]
     met = all(s["lag_p95"] is not None and s["lag_p95"] <= TARGET_P95_SECONDS for s in fixed)
     lag_text = ", ".join(f"{_s(s['lag_p95'])} s at {s['rate']:,}/s" for s in fixed)
     highest_text = (
@@ -658,13 +667,16 @@ def run(ctx: Context) -> dict[str, Any]:
             f"(every {POLL_SECONDS * 1000:.0f} ms) whose `added` covers every event sent "
             "before that answer; the worker's own figures count from each event's "
             "`receivedAt` to its commit (`realtime.read.lag`, interpolated in its histogram's "
-            "buckets). One run per rate, each with its own data directory; `sluice serve`, "
-            "`sluice stream` and the probe share the machine's cores.",
+            "buckets). One run per rate (a rate of the ladder not sustained is run once "
+            "more), each with its own data directory; `sluice serve`, `sluice stream` and the "
+            "probe share the machine's cores, as does other work: load average "
+            f"{load_before:.2f} before the lag runs, {load_after:.2f} after.",
         ],
         "events_per_second": worker_rate,
         "baseline_events_per_second": baseline_rate,
         "lag": steps,
         "highest_sustained_rate": highest["rate"] if highest else None,
+        "load_average": {"before": round(load_before, 2), "after": round(load_after, 2)},
     }
 
 
