@@ -29,7 +29,7 @@ from common.settings import load_settings
 from realtime import read
 from tests.ingestion.api.conftest import Server, free_port, iso, landed_lines
 from tests.realtime.conftest import expected_windows
-from tests.realtime.test_stream_process import SLUICE, Stream, _wait_for
+from tests.realtime.test_stream_process import SLUICE, Stream
 
 NATS_SERVER = Path(sys.executable).with_name("nats-server")
 STREAM = "test_events"
@@ -167,6 +167,19 @@ def _send_with_retries(url: str, key: str, batches: list[list[dict[str, Any]]]) 
     return retries
 
 
+def _wait_for(condition: Any, what: Any, logs: list[Path], timeout: float = 60) -> None:
+    """Wait for ``condition``; on a timeout, say what (a text, or a function giving it) and
+    what the processes logged last."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    tails = {log.name: log.read_text()[-1500:] for log in logs if log.exists()}
+    what = what() if callable(what) else what
+    raise AssertionError(f"timed out waiting for {what}; the logs end with {tails}")
+
+
 def _landed_ids(*servers: Server) -> list[str]:
     return [json.loads(line)["messageId"] for s in servers for line in landed_lines(s.settings)]
 
@@ -184,10 +197,11 @@ def test_two_apis_and_two_workers_count_every_event_once_through_kills(
     api_b: Server = start_api("b", nats_server.url, key_source=api_a)
     # The workers share api_a's data directory, and its real-time store.
     workers = [Stream(api_a, tmp_path / f"stream-{n}.log") for n in range(2)]
+    logs = [worker.log for worker in workers] + [api_a.log_path, api_b.log_path]
     for worker in workers:
         worker.start()
     for worker in workers:
-        _wait_for(lambda w=worker: "reading " in w.log.read_text(), "the workers to start")
+        _wait_for(lambda w=worker: "reading " in w.log.read_text(), "the workers", logs)
     store = api_a.settings.realtime_store_path
 
     # api_a takes batches of 50 over httpx; api_b the official Segment SDK's.
@@ -225,9 +239,9 @@ def test_two_apis_and_two_workers_count_every_event_once_through_kills(
     http_sender.start()
     sdk_sender.start()
 
-    _wait_for(lambda: read.counters(store).get("added", 0) > 500, "a first batch")
+    _wait_for(lambda: read.counters(store).get("added", 0) > 500, "a first batch", logs)
     workers[0].signal(signal.SIGKILL)
-    _wait_for(lambda: len(sdk_messages) > 1500, "the SDK to be under way")
+    _wait_for(lambda: len(sdk_messages) > 1500, "the SDK to be under way", logs)
     assert api_b.process is not None
     api_b.process.send_signal(signal.SIGKILL)
     api_b.process.wait(timeout=30)
@@ -246,11 +260,13 @@ def test_two_apis_and_two_workers_count_every_event_once_through_kills(
     unique = {message["messageId"]: message for message in sent}
     assert len(unique) == 6000
 
-    def settled() -> bool:
-        _, pending, unacked = nats_server.stream_state()
-        return pending == 0 and unacked == 0
+    state: dict[str, int] = {}
 
-    _wait_for(settled, "the workers to consume and ack the stream", timeout=90)
+    def settled() -> bool:
+        _, state["pending"], state["unacked"] = nats_server.stream_state()
+        return state["pending"] == 0 and state["unacked"] == 0
+
+    _wait_for(settled, lambda: f"the workers to ack the stream ({state})", logs, timeout=90)
     for worker in workers:
         assert worker.signal(signal.SIGTERM) == 0
         assert "stopped; every batch read is committed" in worker.log.read_text()
