@@ -209,6 +209,38 @@ class Settings:
         "how many days back a load of late events may trigger rebuilds of built partitions",
         minimum=0,
     )
+    # Retention (orchestration/maintain/): whole days past each layer's horizon are dropped by
+    # the daily `retention` job. Raw and core must keep more days than the late-event lookback,
+    # which the job checks.
+    retention_landing_days: int = setting(
+        "SLUICE_RETENTION_LANDING_DAYS",
+        400,
+        "the `retention` job deletes a landing file this many days after a load took it (never "
+        "a file no load has taken); 0 keeps every file",
+        minimum=0,
+    )
+    retention_raw_days: int = setting(
+        "SLUICE_RETENTION_RAW_DAYS",
+        400,
+        "the `retention` job drops the days older than this from `raw.events` (by event day) and "
+        "`raw.rejected_events` (by the day the line was rejected); 0 keeps every day",
+        minimum=0,
+    )
+    retention_core_days: int = setting(
+        "SLUICE_RETENTION_CORE_DAYS",
+        400,
+        "the `retention` job drops the days older than this from `core.fct_events`, and the weeks "
+        "that ended before them from `core.user_active_weeks` (each user's first active week "
+        "stays, for `retention_weekly`); 0 keeps every day",
+        minimum=0,
+    )
+    retention_marts_days: int = setting(
+        "SLUICE_RETENTION_MARTS_DAYS",
+        0,
+        "the `retention` job drops the days older than this from the marts (and so from the "
+        "next serving snapshot); 0 keeps every day",
+        minimum=0,
+    )
     dbt_target: str = setting(
         "SLUICE_DBT_TARGET", "dev", "dbt target of `dbt_project/profiles.yml`"
     )
@@ -448,6 +480,13 @@ class Settings:
     @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse" / "sluice.duckdb"
+
+    @property
+    def retention_record_path(self) -> Path:
+        """The days before which the ``retention`` job dropped each layer (JSON), read by the
+        Dagster definitions without opening the warehouse; the warehouse's own record is
+        ``sluice_meta.retention_horizons``."""
+        return self.data_dir / "warehouse" / "retention.json"
 
     @property
     def serving_path(self) -> Path:

@@ -15,6 +15,11 @@ from orchestration.alerts import build_alerts_sensor
 from orchestration.ingest.assets import RAW_EVENTS_KEY, build_ingest_assets
 from orchestration.ingest.sensors import build_landing_sensor
 from orchestration.lib import daily_partitions
+from orchestration.maintain.jobs import (
+    build_compact_job,
+    build_maintain_schedules,
+    build_retention_job,
+)
 from orchestration.prepare import prepare
 from orchestration.serve.assets import SNAPSHOT_KEY, build_serve_assets
 from orchestration.serve.reports import build_reports_job, build_reports_schedule
@@ -72,6 +77,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="Publish the serving snapshot from the warehouse's marts as they are.",
     )
     reports_job = build_reports_job(settings)
+    retention_job = build_retention_job(settings)
+    compact_job = build_compact_job(settings)
     check_job = dg.define_asset_job(
         CHECK_JOB,
         selection=not_the_yesterday_check,
@@ -80,7 +87,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[ingest, transform, serve],
         asset_checks=[yesterday_check, build_reconcile_check(settings, partitions)],
-        jobs=[load_job, build_job, elt_job, publish_job, check_job, reports_job],
+        jobs=[
+            load_job,
+            build_job,
+            elt_job,
+            publish_job,
+            check_job,
+            reports_job,
+            retention_job,
+            compact_job,
+        ],
         schedules=[
             build_daily_schedule(elt_job),
             dg.ScheduleDefinition(
@@ -91,6 +107,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             ),
             build_reports_schedule(reports_job),
+            *build_maintain_schedules(retention_job, compact_job),
         ],
         sensors=[
             build_landing_sensor(settings, load_job),

@@ -17,6 +17,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
 from common.settings import Settings
+from orchestration.maintain.horizons import first_partition
 
 GROUP_INGEST = "ingest"
 GROUP_TRANSFORM = "transform"
@@ -40,10 +41,11 @@ MARTS_FRESHNESS = dg.FreshnessPolicy.cron(
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    """One partition per UTC day from the configured start date up to yesterday."""
-    return dg.DailyPartitionsDefinition(
-        start_date=settings.start_date.isoformat(), timezone="UTC", end_offset=0
-    )
+    """One partition per UTC day from the configured start date up to yesterday; once
+    retention has dropped days, from the first day every layer still holds (the days before it
+    can no longer be built, so they are no partitions)."""
+    first, _ = first_partition(settings)
+    return dg.DailyPartitionsDefinition(start_date=first.isoformat(), timezone="UTC", end_offset=0)
 
 
 def window_dates(window: dg.TimeWindow) -> tuple[dt.date, dt.date]:

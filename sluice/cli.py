@@ -1,5 +1,5 @@
-"""The ``sluice`` command line: generate, load, materialize, demo, live-demo, status, dev,
-serve, stream, alerts, slo, keys, report.
+"""The ``sluice`` command line: generate, load, materialize, demo, live-demo, status,
+retention, compact, dev, serve, stream, alerts, slo, keys, report.
 
 Runs go through the Dagster instance in the data directory, so the UI shows them; a run's
 logs go to the data directory's run log, and the command prints what the run loaded and built.
@@ -290,6 +290,50 @@ def status() -> None:
         )
     console.print(table)
     console.print(f"last run: {report.last_run}")
+
+
+@main.command()
+@click.option(
+    "--apply", is_flag=True, help="Drop them. Without it, only show what would be dropped."
+)
+def retention(apply: bool) -> None:
+    """Show the days past each layer's retention horizon (SLUICE_RETENTION_*_DAYS) and the
+    landing files loaded long ago; with --apply, drop them (the `retention` job)."""
+    from orchestration.maintain.jobs import RETENTION_JOB, RETENTION_OP
+    from orchestration.maintain.retention import describe
+    from sluice.runs import run_job
+
+    settings = _settings()
+    with console.status("dropping old days" if apply else "counting old days"):
+        outcome = run_job(settings, RETENTION_JOB, op_config={RETENTION_OP: {"apply": apply}})
+    what = "retention" if apply else "retention (dry run)"
+    if not outcome.success:
+        _fail(f"{what} failed (run {outcome.run_id}): {outcome.message}")
+    console.print(f"{what} succeeded (run {outcome.run_id})", markup=False)
+    for line in describe(outcome.outputs[RETENTION_OP]["retention"]):
+        console.print(line, markup=False)
+    if not apply:
+        console.print("nothing was dropped: run `sluice retention --apply` to drop it")
+
+
+@main.command()
+def compact() -> None:
+    """Rewrite the warehouse into a new file without the space deletes left free, and swap it
+    in (the `compact` job); prints its size before and after."""
+    from orchestration.maintain.compaction import describe
+    from orchestration.maintain.jobs import COMPACT_JOB, COMPACT_OP
+    from sluice.runs import run_job
+
+    settings = _settings()
+    if not settings.warehouse_path.exists():
+        _fail(f"no warehouse at {settings.warehouse_path}; nothing to compact")
+    with console.status("compacting the warehouse"):
+        outcome = run_job(settings, COMPACT_JOB)
+    if not outcome.success:
+        _fail(f"compact failed (run {outcome.run_id}): {outcome.message}")
+    console.print(f"compact succeeded (run {outcome.run_id})", markup=False)
+    for line in describe(outcome.outputs[COMPACT_OP]["compaction"]):
+        console.print(line, markup=False)
 
 
 @main.command()

@@ -21,6 +21,7 @@ import dagster as dg
 
 from common.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE, RAW_SCHEMA, Settings
 from orchestration.definitions import build_definitions
+from orchestration.maintain.horizons import first_partition
 from orchestration.prepare import prepare
 from orchestration.transform.automation import range_tags
 
@@ -56,6 +57,8 @@ class RunOutcome:
     rows_in_window: Mapping[str, int] = field(default_factory=dict)
     # What the run's assets logged as warnings (late events beyond the lookback, say).
     warnings: tuple[str, ...] = ()
+    # Per op of an op job (retention, compact), the metadata of its output.
+    outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -149,6 +152,11 @@ def _outcome(
         if "rows_in_window" in metadata:
             # A range run materializes each day with the same counts: one entry per model.
             rows[materialization.asset_key.to_user_string()] = int(metadata["rows_in_window"])
+    outputs = {
+        event.step_key or "": _values(event.step_output_data.metadata)
+        for event in result.all_events
+        if event.event_type_value == "STEP_OUTPUT" and event.step_output_data.metadata
+    }
     return RunOutcome(
         result.run_id,
         job_name,
@@ -158,6 +166,7 @@ def _outcome(
         days_built=tuple(sorted(days)),
         rows_in_window=dict(sorted(rows.items())),
         warnings=warnings,
+        outputs=outputs,
     )
 
 
@@ -176,7 +185,9 @@ def run_job(
     job_name: str,
     tags: Mapping[str, str] | None = None,
     instance: dg.DagsterInstance | None = None,
+    op_config: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunOutcome:
+    """Run a job of the definitions; ``op_config`` is each op's config, by op name."""
     prepare(settings)
     defs = build_definitions(settings)
     job = defs.resolve_job_def(job_name)
@@ -191,8 +202,12 @@ def run_job(
             contextlib.redirect_stdout(log),
             contextlib.redirect_stderr(log),
         ):
+            ops = {name: {"config": dict(config)} for name, config in (op_config or {}).items()}
             result = job.execute_in_process(
-                instance=instance, tags=dict(tags or {}), run_config=_QUIET, raise_on_error=False
+                instance=instance,
+                tags=dict(tags or {}),
+                run_config={**_QUIET, "ops": ops} if ops else _QUIET,
+                raise_on_error=False,
             )
         warnings = _logged_warnings(instance, result.run_id)
     finally:
@@ -207,9 +222,16 @@ def check_range(settings: Settings, first: dt.date, last: dt.date) -> None:
     included) are days of the daily partitions that are over."""
     if last < first:
         raise ValueError(f"--end {last} is before --start {first}")
-    if first < settings.start_date:
+    start, dropped = first_partition(settings)
+    if first < start and dropped is not None:
         raise ValueError(
-            f"--start {first} is before the first partition {settings.start_date} "
+            f"--start {first} is before {start}: retention dropped the days before it from "
+            f"{dropped.layer} ({dropped.setting}), so they can no longer be built (their marts "
+            f"stay as they were built); build from {start} on"
+        )
+    if first < start:
+        raise ValueError(
+            f"--start {first} is before the first partition {start} "
             "(set SLUICE_START_DATE to an earlier day)"
         )
     yesterday = dt.date.today() - dt.timedelta(days=1)

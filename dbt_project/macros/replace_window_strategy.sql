@@ -16,6 +16,10 @@
     days_before, days_after). Rows are inserted in the order the model returns them (DuckDB's default
     preserve_insertion_order), so a model that ends with an `order by` keeps its table sorted
     for DuckDB's zone maps, on the first build and on every window run.
+
+    Once Sluice's retention has dropped days, the rows that can no longer be computed again
+    (their inputs are gone) are left out of both the delete and the insert, so they stay as they
+    were built; see retention.sql.
 -#}
 {% macro get_incremental_replace_window_sql(arg_dict) -%}
     {{ return(adapter.dispatch('get_incremental_replace_window_sql', 'sluice')(arg_dict)) }}
@@ -40,17 +44,25 @@
         ) }}
     {%- endif -%}
     {%- set columns_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
-    {%- set replaced = in_partition_window(
-        partition_column,
-        config.meta_get('replaces_days_before') or 0,
-        config.meta_get('replaces_days_after') or 0,
+    {%- set days_before = config.meta_get('replaces_days_before') or 0 -%}
+    {%- set days_after = config.meta_get('replaces_days_after') or 0 -%}
+    {%- set replaced = in_partition_window(partition_column, days_before, days_after) -%}
+    {#- Days whose inputs retention dropped keep their rows as built (macros/retention.sql): a
+        row reads the days_after days before it (wau_mau's 28-day count). -#}
+    {%- set rebuildable = in_rebuildable_days(partition_column, model.schema, days_after) -%}
+    {%- set window = partition_window() -%}
+    {%- do log_days_kept_by_retention(
+        model.schema,
+        days_after,
+        none if window['start_date'] is none
+        else window['start_date'] - modules.datetime.timedelta(days=days_before | int),
     ) -%}
 
     delete from {{ arg_dict['target_relation'] }}
-    where {{ replaced }};
+    where {{ replaced }} and {{ rebuildable }};
 
     insert into {{ arg_dict['target_relation'] }} ({{ columns_csv }})
     select {{ columns_csv }}
     from {{ arg_dict['temp_relation'] }}
-    where {{ replaced }}
+    where {{ replaced }} and {{ rebuildable }}
 {%- endmacro %}

@@ -4,19 +4,26 @@
 -- The marts agree with fct_events on every day of the window (the whole history when no
 -- window is given): one row per UTC day with events, and the same counts and revenue.
 -- Returns the days where they differ.
+-- Days that retention dropped from fct_events keep their marts as built: not compared.
 with events as (
     select * from {{ ref('fct_events') }}
-    where {{ in_partition_window('event_date') }}
+    where
+        {{ in_partition_window('event_date') }}
+        and {{ in_rebuildable_days('event_date', 'marts') }}
 ),
 
 dau as (
     select * from {{ ref('dau') }}
-    where {{ in_partition_window('event_date') }}
+    where
+        {{ in_partition_window('event_date') }}
+        and {{ in_rebuildable_days('event_date', 'marts') }}
 ),
 
 revenue_daily as (
     select * from {{ ref('revenue_daily') }}
-    where {{ in_partition_window('event_date') }}
+    where
+        {{ in_partition_window('event_date') }}
+        and {{ in_rebuildable_days('event_date', 'marts') }}
 ),
 
 expected as (

@@ -266,21 +266,27 @@ def landing_files(landing_dir: Path) -> list[Path]:
     return sorted(p for p in landing_dir.rglob(f"*{LANDING_SUFFIX}") if p.is_file())
 
 
-def new_landing_files(landing_dir: Path, pipelines_dir: Path, pipeline_name: str) -> list[str]:
-    """Names of the closed landing files that no load has taken yet, by the pipeline's local
-    dlt state: read without opening the warehouse, so a sensor can ask while a run writes."""
+def loaded_landing_files(pipelines_dir: Path, pipeline_name: str) -> dict[str, dict[str, Any]]:
+    """The landing files loads have taken (name -> ``loaded_at``, rows, rejected), by the
+    pipeline's local dlt state: read without opening the warehouse, so a sensor can ask while
+    a run writes. Empty before the first load (or while a failed load's state is reset)."""
     try:
         pipeline = dlt.attach(pipeline_name=pipeline_name, pipelines_dir=str(pipelines_dir))
         state: dict[str, Any] = dict(pipeline.state)
     except CannotRestorePipelineException:
         state = {}
-    loaded = (
+    return dict(
         state.get("sources", {})
         .get(SOURCE_NAME, {})
         .get("resources", {})
         .get(FILES_RESOURCE, {})
         .get("loaded_files", {})
     )
+
+
+def new_landing_files(landing_dir: Path, pipelines_dir: Path, pipeline_name: str) -> list[str]:
+    """Names of the closed landing files that no load has taken yet."""
+    loaded = loaded_landing_files(pipelines_dir, pipeline_name)
     names = (path.relative_to(landing_dir).as_posix() for path in landing_files(landing_dir))
     return [name for name in names if name not in loaded]
 

@@ -2,7 +2,9 @@
 -- whole history, and a cohort's retention changes whenever a later week gets activity, so
 -- this mart is a table rebuilt on every run (see dbt_project.yml), not a window. It reads
 -- user_active_weeks (one row per user and active week, kept incrementally) rather than every
--- event in fct_events, so its cost grows with users and weeks, not with events.
+-- event in fct_events, so its cost grows with users and weeks, not with events. Once retention
+-- has dropped old weeks of user_active_weeks (keeping each user's first week, so cohorts stay
+-- exact), the rows of those weeks cannot be counted again and are kept as they were built.
 with user_weeks as (
     select
         user_key,
@@ -53,7 +55,7 @@ retained as (
     group by cohorts.cohort_week, user_weeks.activity_week
 ),
 
-final as (
+computed as (
     select
         cohort_weeks.cohort_week,
         cast(
@@ -69,6 +71,22 @@ final as (
         on
             cohort_weeks.cohort_week = retained.cohort_week
             and cohort_weeks.activity_week = retained.activity_week
+    where {{ in_rebuildable_days('cohort_weeks.activity_week', 'marts') }}
+),
+
+-- The weeks before the first one that can be counted again, as they were built.
+kept as (
+    {{ rows_kept_by_retention(
+        'marts',
+        '7 * weeks_since_first_seen < ' ~ days_between('cohort_week', '{first_day}'),
+        'computed',
+    ) }}
+),
+
+final as (
+    select * from computed
+    union all
+    select * from kept
 )
 
 select * from final
