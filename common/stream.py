@@ -67,12 +67,18 @@ async def connect(settings: Settings, name: str) -> Client:
     connected = False
 
     async def on_error(error: Exception) -> None:
-        errors.append(error)
-        if connected:
+        # Said once, not at every reconnect attempt.
+        if connected and (not errors or str(error) != str(errors[-1])):
             log.warning("NATS (%s): %s", URL_SETTING, error)
+        errors.append(error)
+        del errors[:-1]
 
     async def on_disconnected() -> None:
-        log.warning("NATS (%s): disconnected", URL_SETTING)
+        log.warning("NATS (%s): disconnected; reconnecting", URL_SETTING)
+
+    async def on_reconnected() -> None:
+        errors.clear()
+        log.warning("NATS (%s): reconnected", URL_SETTING)
 
     try:
         # Reconnects forever, through a server's restart: the callers' own timeouts decide
@@ -86,6 +92,7 @@ async def connect(settings: Settings, name: str) -> Client:
                 reconnect_time_wait=0.5,
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
             ),
             CONNECT_TIMEOUT_SECONDS * 2,
         )

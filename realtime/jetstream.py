@@ -111,8 +111,12 @@ class JetStreamSource:
 
         try:
             return await self._subscription.fetch(FETCH_MESSAGES, timeout=FETCH_WAIT_SECONDS)
-        except (TimeoutError, Error):
-            # Nothing new; or NATS is away, and the client reconnects on its own meanwhile.
+        except TimeoutError:
+            return []  # nothing new
+        except Error:
+            # NATS is away, and the client reconnects on its own meanwhile: wait as a fetch
+            # would, rather than ask again at once.
+            await asyncio.sleep(FETCH_WAIT_SECONDS)
             return []
 
     def committed(self, batch: Batch) -> None:

@@ -78,8 +78,9 @@ class Publisher:
         if not lines:
             return
         js = self._js
-        if js is None:
-            raise PublishFailed("the NATS connection is closed")
+        if js is None or self._nc is None or not self._nc.is_connected:
+            # Fail at once rather than after the ack timeout: the client retries anyway.
+            raise PublishFailed("not connected to NATS (reconnecting)")
         from nats.errors import Error
 
         started = time.perf_counter()
