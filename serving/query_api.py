@@ -5,7 +5,9 @@ serving snapshot, for read keys only.
 - ``GET /v1/reports/{name}?start=&end=&format=json|csv&approx=``: one report's rows.
 - ``POST /v1/query`` with ``{"sql": "select ...", "approx": false}``: one SELECT, run within
   the limits of ``serving.sql_guard`` and ``serving.query_runner`` and the key's quotas
-  (``serving.quotas``).
+  (``serving.quotas``); ``"sample": 0.1`` (with ``"sample_method"`` and ``"scale"``) reads a
+  sample of each table (``serving.sampling``). Each answer carries the key's rows scanned
+  today against its budget, whose overrun raises an alert (``serving.budgets``).
 - ``GET /dashboard``: a page that draws the reports (``serving/dashboard.html``).
 
 Everything reads the serving snapshot, never the warehouse, through a cache
@@ -48,6 +50,7 @@ from starlette.routing import Route
 from common.http import KeyLookup, KeyRefused, MalformedBody, parse_json, read_key
 from common.metrics import LATENCY_BUCKETS
 from common.settings import REPO_DIR, REPORTS_DIR, Settings
+from serving.budgets import QueryBudgets
 from serving.cache import ResultCache, ttl_for
 from serving.query_runner import (
     QueryLimits,
@@ -67,6 +70,7 @@ from serving.reports import (
     report_names,
 )
 from serving.reports import list_reports as load_reports
+from serving.sampling import Sample, parse_sample, parse_scale, scale_factor, scale_rows
 from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing, SnapshotVersion
 from serving.sql_guard import QueryRefused, approximate_distinct
 from serving.workers import QueryWorkers
@@ -213,6 +217,7 @@ class QueryApi:
             settings.query_quotas_path,
             clock=clock,
         )
+        self.budgets = QueryBudgets(settings, clock)
         self.cache = ResultCache(clock=clock)
         # Saved reports are reviewed SQL: they run here, on one connection kept open.
         self.reports_snapshot = SharedSnapshot(settings.serving_path, self.limits)
@@ -304,14 +309,16 @@ class QueryApi:
         parameters: dict[str, Any],
         approx: bool,
         saved: bool,
-    ) -> tuple[QueryResult, SnapshotInfo, bool]:
-        """A result from the cache, else from the snapshot (counted against the quotas):
+        sample: Sample | None = None,
+    ) -> tuple[QueryResult, SnapshotInfo, bool, dict[str, Any] | None]:
+        """A result from the cache, else from the snapshot (counted against the quotas and
+        the budget, whose standing comes last; None for a cache hit, which costs nothing):
         a saved report's reviewed SQL in this process, anything else in a worker process."""
         self.quotas.admit(reader)
         info = await asyncio.to_thread(self.snapshot_info)
         cached = self.cache.get(info.stamp, cache_key)
         if cached is not None:
-            return cached, info, True
+            return cached, info, True, None
         async with self._slots:
             try:
                 if saved:
@@ -319,14 +326,17 @@ class QueryApi:
                         self.reports_snapshot.run, sql, parameters, approx
                     )
                 else:
-                    result = await asyncio.to_thread(self.workers.run, sql, parameters, approx)
+                    result = await asyncio.to_thread(
+                        self.workers.run, sql, parameters, approx, sample
+                    )
             except SnapshotMissing:
                 raise QueryRefused("snapshot", 503, SNAPSHOT_MISSING) from None
-        self.quotas.charge(reader, result.scanned_rows)
+        used = self.quotas.charge(reader, result.scanned_rows)
+        budget = self.budgets.status(reader, used - result.scanned_rows, used)
         # Only what came from the version the key names is kept under it.
         if result.run_id == info.run_id:
             self.cache.put(info.stamp, cache_key, result, ttl)
-        return result, info, False
+        return result, info, False, budget
 
     def _observe(
         self, started: float, request: Request, response: Response, fields: dict[str, Any]
@@ -344,6 +354,7 @@ class QueryApi:
         file (the process exiting does it too)."""
         self.reports_snapshot.close()
         self.workers.close()
+        self.budgets.close()
         self.quotas.close()
 
     # -- routes ----------------------------------------------------------------------------
@@ -398,7 +409,7 @@ class QueryApi:
                 sql = approximate_distinct(sql)
             key = ("report", saved.name, saved.sql, start, end, approx)
             fields |= {"report": saved.name, "start": start, "end": end}
-            result, info, cached = await self._run(
+            result, info, cached, _budget = await self._run(
                 reader,
                 key,
                 ttl_for(end, today),
@@ -457,11 +468,40 @@ class QueryApi:
             if not isinstance(sql, str) or not sql.strip():
                 raise QueryRefused("parameters", 400, '"sql" must be a non-empty string')
             approx = doc.get("approx") is True
+            sample = parse_sample(doc.get("sample"), doc.get("sample_method"))
+            scale = parse_scale(doc.get("scale"))
+            if scale and sample is None:
+                raise QueryRefused("parameters", 400, '"scale" needs "sample" (a rate)')
             fields["sql_sha256"] = hashlib.sha256(sql.encode()).hexdigest()[:16]
-            key = ("query", sql.strip(), approx)
-            result, info, cached = await self._run(
-                reader, key, ttl_for(None, self._today()), sql, {}, approx, saved=False
+            key = ("query", sql.strip(), approx, sample)
+            result, info, cached, budget = await self._run(
+                reader, key, ttl_for(None, self._today()), sql, {}, approx, False, sample
             )
+            rows = result.rows
+            sampled: dict[str, Any] | None = None
+            if sample is not None:
+                factor = scale_factor(sample, result.sampled_tables, scale)
+                rows = scale_rows(result.columns, rows, scale, factor) if scale else rows
+                sampled = {
+                    "rate": sample.rate,
+                    "method": sample.method,
+                    "seed": sample.seed,
+                    "tables": list(result.sampled_tables),
+                    "scale_factor": factor if scale else None,
+                    "scaled_columns": scale,
+                    "note": (
+                        f"each table was read through TABLESAMPLE {sample.percent:g}% "
+                        f"({sample.method}, repeatable); "
+                        + (
+                            f"the columns {', '.join(scale)} were multiplied by "
+                            f"{factor:g} (1 / rate); every other column is as computed on "
+                            "the sample"
+                            if scale
+                            else "no column was scaled: counts and sums are of the sample"
+                        )
+                    ),
+                }
+                fields["sample"] = sample.rate
         except QueryRefused as error:
             self.metrics.refusals.labels(error.limit).inc()
             return self._observe(
@@ -470,11 +510,14 @@ class QueryApi:
         fields |= {"rows": len(result.rows), "cached": cached}
         answer = {
             "columns": result.columns,
-            "rows": [list(row) for row in result.rows],
+            "rows": [list(row) for row in rows],
             "truncated": result.truncated,
             "max_rows": self.limits.max_rows,
             "approx": approx,
+            "sampled": sampled,
             "cached": cached,
+            "scanned_rows": 0 if cached else result.scanned_rows,
+            "budget": budget,
             "snapshot": {"run_id": info.run_id, "built_at": info.built_at},
         }
         headers = {"X-Sluice-Cache": "hit" if cached else "miss"}

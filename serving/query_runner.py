@@ -21,6 +21,7 @@ Two ways to run, for two kinds of SQL:
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,8 +30,16 @@ from typing import Any
 
 import duckdb
 
+from serving.sampling import Sample, sample_tables
 from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing
-from serving.sql_guard import QueryRefused, approximate_distinct, check_scan, check_select
+from serving.sql_guard import (
+    QueryRefused,
+    approximate_distinct,
+    check_estimate,
+    check_scan,
+    check_select,
+    plan_estimates,
+)
 
 # The name the snapshot is attached under; queries see its schemas (marts.dau) directly.
 SNAPSHOT_CATALOG = "snapshot"
@@ -54,6 +63,8 @@ class QueryResult:
     truncated: bool
     scanned_rows: int
     run_id: str  # the snapshot version the rows come from
+    # The tables read through TABLESAMPLE (serving.sampling), as the query names them.
+    sampled_tables: tuple[str, ...] = ()
 
 
 def open_locked(snapshot: Path, limits: QueryLimits) -> duckdb.DuckDBPyConnection:
@@ -109,25 +120,75 @@ def _refusal(error: duckdb.Error) -> QueryRefused:
     return QueryRefused("query_error", 400, first_line)
 
 
-def _checked(sql: str, approx: bool) -> str:
+@dataclass(frozen=True)
+class _Checked:
+    """A checked SELECT; with a sample, ``query`` samples ``tables``."""
+
+    query: str
+    sample: Sample | None = None
+    tables: tuple[str, ...] = ()
+
+
+def _checked(sql: str, approx: bool, sample: Sample | None = None) -> _Checked:
     query = check_select(sql)
-    return approximate_distinct(query) if approx else query
+    plain = approximate_distinct(query) if approx else query
+    if sample is None:
+        return _Checked(plain)
+    sampled, tables = sample_tables(plain, sample)
+    return _Checked(sampled, sample, tuple(tables))
+
+
+def _table_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows of each table of the snapshot, by ``schema.table`` (and ``table`` for ``main``)."""
+    rows = con.execute(
+        "select schema_name, table_name, estimated_size from duckdb_tables() "
+        "where database_name = ?",
+        [SNAPSHOT_CATALOG],
+    ).fetchall()
+    sizes = {f"{schema}.{table}".lower(): int(size or 0) for schema, table, size in rows}
+    sizes |= {table.lower(): int(size or 0) for schema, table, size in rows if schema == "main"}
+    return sizes
+
+
+def _explain(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any]
+) -> list[tuple[str, str]]:
+    try:
+        return con.execute(f"explain (format json) {query}", params).fetchall()
+    except duckdb.Error as error:
+        raise _refusal(error) from None
+
+
+def _scan_estimate(
+    con: duckdb.DuckDBPyConnection, checked: _Checked, params: dict[str, Any], limits: QueryLimits
+) -> int:
+    """The rows the query reads, checked against ``max_scan_rows`` before it runs.
+
+    A sampled query's plan does not say what it reads: DuckDB estimates a sampled scan at 0
+    rows. Each sampled table is counted from its size instead: all its rows for ``bernoulli``,
+    which looks at every row, and the rate's share for ``system``, which skips the other
+    vectors. The steps after the scan are judged on the sampled plan."""
+    if checked.sample is None:
+        return check_scan(_explain(con, checked.query, params), limits.max_scan_rows)
+    read, peak = plan_estimates(_explain(con, checked.query, params))
+    sizes = _table_rows(con)
+    share = 1.0 if checked.sample.method == "bernoulli" else checked.sample.rate
+    read += sum(math.ceil(sizes.get(table, 0) * share) for table in checked.tables)
+    check_estimate(read, peak, limits.max_scan_rows)
+    return read
 
 
 def _guarded(
     con: duckdb.DuckDBPyConnection,
-    query: str,
+    checked: _Checked,
     params: dict[str, Any],
     limits: QueryLimits,
     run_id: str,
 ) -> QueryResult:
     """Run a checked SELECT on a locked connection: the scan estimate first, then the query
     under a timer that interrupts it, cut at ``max_rows``."""
-    try:
-        plan = con.execute(f"explain (format json) {query}", params).fetchall()
-    except duckdb.Error as error:
-        raise _refusal(error) from None
-    read = check_scan(plan, limits.max_scan_rows)
+    read = _scan_estimate(con, checked, params, limits)
+    query = checked.query
     timed_out = threading.Event()
 
     def stop() -> None:
@@ -152,7 +213,9 @@ def _guarded(
     finally:
         timer.cancel()
     truncated = len(rows) > limits.max_rows
-    return QueryResult(columns, rows[: limits.max_rows], truncated, read, run_id)
+    return QueryResult(
+        columns, rows[: limits.max_rows], truncated, read, run_id, sampled_tables=checked.tables
+    )
 
 
 def run_guarded(
@@ -161,11 +224,12 @@ def run_guarded(
     limits: QueryLimits,
     parameters: Mapping[str, Any] | None = None,
     approx: bool = False,
+    sample: Sample | None = None,
 ) -> QueryResult:
     """Check and run one SELECT on the snapshot within ``limits``; raises QueryRefused."""
-    query = _checked(sql, approx)
+    checked = _checked(sql, approx, sample)
     with locked_snapshot(snapshot, limits) as con:
-        return _guarded(con, query, dict(parameters or {}), limits, snapshot_run_id(con))
+        return _guarded(con, checked, dict(parameters or {}), limits, snapshot_run_id(con))
 
 
 @dataclass
@@ -236,15 +300,19 @@ class SharedSnapshot:
                 opened.con.close()
 
     def run(
-        self, sql: str, parameters: Mapping[str, Any] | None = None, approx: bool = False
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        approx: bool = False,
+        sample: Sample | None = None,
     ) -> QueryResult:
         """Check and run one SELECT within the limits; raises QueryRefused or SnapshotMissing."""
-        query = _checked(sql, approx)
+        checked = _checked(sql, approx, sample)
         opened, cursor = self._acquire()
         try:
             # USE is per connection, and a cursor is a connection of its own.
             cursor.execute(f"use {SNAPSHOT_CATALOG}")
-            return _guarded(cursor, query, dict(parameters or {}), self.limits, opened.run_id)
+            return _guarded(cursor, checked, dict(parameters or {}), self.limits, opened.run_id)
         finally:
             self._release(opened, cursor)
 

@@ -108,15 +108,17 @@ class KeyQuotas:
                 f"{self.scan_rows_per_day:,} per UTC day (SLUICE_QUERY_SCAN_ROWS_PER_DAY)",
             )
 
-    def charge(self, name: str, rows: int) -> None:
-        """Add the rows a query of ``name`` scanned to today's total."""
+    def charge(self, name: str, rows: int) -> int:
+        """Add the rows a query of ``name`` scanned to today's total; the new total."""
         today = self._today().isoformat()
         with self._lock, self._db:
-            self._db.execute(
+            row = self._db.execute(
                 "insert into rows_scanned values (?, ?, ?) "
-                "on conflict (reader, day) do update set rows = rows + excluded.rows",
+                "on conflict (reader, day) do update set rows = rows + excluded.rows "
+                "returning rows",
                 (name, today, rows),
-            )
+            ).fetchone()
+        return int(row[0])
 
     def close(self) -> None:
         with self._lock:

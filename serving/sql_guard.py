@@ -156,14 +156,27 @@ def _plan_rows(node: dict[str, Any]) -> tuple[int, int]:
     return read, max(peak, rows)
 
 
-def check_scan(plan: Sequence[tuple[str, str]], max_scan_rows: int) -> int:
-    """The rows the plan (the rows of ``EXPLAIN (FORMAT JSON)``) estimates it reads, else
-    QueryRefused(limit="scan_limit") when it reads or makes more than ``max_scan_rows``."""
+def plan_estimates(plan: Sequence[tuple[str, str]]) -> tuple[int, int]:
+    """(rows read, most rows any step makes), as the plan (the rows of ``EXPLAIN (FORMAT
+    JSON)``) estimates them."""
     read, peak = 0, 0
     for _kind, text in plan:
         for node in json.loads(text):
             node_read, node_peak = _plan_rows(node)
             read, peak = read + node_read, max(peak, node_peak)
+    return read, peak
+
+
+def check_scan(plan: Sequence[tuple[str, str]], max_scan_rows: int) -> int:
+    """The rows the plan (the rows of ``EXPLAIN (FORMAT JSON)``) estimates it reads, else
+    QueryRefused(limit="scan_limit") when it reads or makes more than ``max_scan_rows``."""
+    read, peak = plan_estimates(plan)
+    check_estimate(read, peak, max_scan_rows)
+    return read
+
+
+def check_estimate(read: int, peak: int, max_scan_rows: int) -> None:
+    """QueryRefused(limit="scan_limit") when ``read`` or ``peak`` is over ``max_scan_rows``."""
     estimate = max(read, peak)
     if estimate > max_scan_rows:
         raise QueryRefused(
@@ -172,4 +185,3 @@ def check_scan(plan: Sequence[tuple[str, str]], max_scan_rows: int) -> int:
             f"the query would handle about {estimate:,} rows; the limit is "
             f"{max_scan_rows:,} (SLUICE_QUERY_MAX_SCAN_ROWS): filter or aggregate",
         )
-    return read

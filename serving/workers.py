@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.query_runner import QueryLimits, QueryResult, SharedSnapshot
+from serving.sampling import Sample
 from serving.snapshot import SnapshotMissing
 from serving.sql_guard import QueryRefused
 
@@ -48,9 +49,10 @@ def _answer(
     sql: str,
     parameters: Mapping[str, Any],
     approx: bool,
+    sample: Sample | None = None,
 ) -> tuple[Any, ...]:
     try:
-        result = shared.run(sql, parameters, approx)
+        result = shared.run(sql, parameters, approx, sample)
         size = _result_bytes(result.rows)
         if size > limits.max_result_bytes:
             raise QueryRefused(
@@ -75,10 +77,10 @@ def _serve(connection: Any, snapshot: Path, limits: QueryLimits) -> None:
     try:
         while True:
             try:
-                sql, parameters, approx = connection.recv()
+                sql, parameters, approx, sample = connection.recv()
             except EOFError:
                 return  # the server closed its end: it stopped this worker or exited
-            answer = _answer(shared, limits, sql, parameters, approx)
+            answer = _answer(shared, limits, sql, parameters, approx, sample)
             try:
                 connection.send(answer)
             except MemoryError:
@@ -174,10 +176,15 @@ class QueryWorkers:
             return worker, None
 
     def run(
-        self, sql: str, parameters: Mapping[str, Any] | None = None, approx: bool = False
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        approx: bool = False,
+        sample: Sample | None = None,
     ) -> QueryResult:
-        """Check and run one SELECT in a worker; raises QueryRefused or SnapshotMissing."""
-        worker, outcome = self._ask((sql, dict(parameters or {}), approx))
+        """Check and run one SELECT in a worker (through ``serving.sampling``'s sample, if
+        given); raises QueryRefused or SnapshotMissing."""
+        worker, outcome = self._ask((sql, dict(parameters or {}), approx, sample))
         worker.queries += 1
         if outcome is None or outcome[:2] == ("refused", "memory"):
             worker.stop()
