@@ -43,6 +43,9 @@ def build_serve_assets(settings: Settings, mart_keys: Sequence[dg.AssetKey]) -> 
                 "built_at": version.built_at.isoformat(),
                 "row_counts": dg.MetadataValue.json(version.row_counts),
                 "bytes": settings.serving_path.stat().st_size,
+                # The warehouse's size after the build (a file size: the plot in the UI
+                # shows its growth); sluice_storage_bytes on /metrics has it between builds.
+                "warehouse_bytes": settings.warehouse_path.stat().st_size,
             }
         )
 
