@@ -108,7 +108,8 @@ def test_metrics_say_what_the_instance_the_warehouse_and_the_files_say(
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         runs = {r.dagster_run.job_name: r for r in instance.get_run_records()}
         dau = instance.get_latest_materialization_event(dg.AssetKey(["marts", "dau"]))
-        assert dau is not None
+        snapshot = instance.get_latest_materialization_event(dg.AssetKey(["serving", "snapshot"]))
+        assert dau is not None and snapshot is not None and snapshot.asset_materialization
     elt, publish = runs["elt"], runs["publish"]
     assert elt.start_time is not None and elt.end_time is not None
 
@@ -151,6 +152,9 @@ def test_metrics_say_what_the_instance_the_warehouse_and_the_files_say(
     realtime = _bytes(settings.realtime_store_path.parent)
     assert metrics['sluice_storage_bytes{area="realtime"}'] == realtime > 0
     assert metrics['sluice_storage_bytes{area="dagster"}'] > 0
+    # The Dagster UI has the warehouse's size on each snapshot (nothing wrote to it since).
+    recorded = snapshot.asset_materialization.metadata["warehouse_bytes"].value
+    assert recorded == settings.warehouse_path.stat().st_size
 
     # Ingest rate and failed ingest (Stage 1), ingest latency (Stage 3).
     assert metrics['sluice_api_messages_accepted_total{source="app"}'] == EVENTS
