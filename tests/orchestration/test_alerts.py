@@ -1,5 +1,6 @@
-"""Sluice's own alerts from real Dagster runs, checks and freshness events in a real instance,
-delivered to a chat webhook and an SMTP server on 127.0.0.1 through the sensor's evaluation."""
+"""Sluice's own alerts from real Dagster runs and checks in a real instance, and freshness
+states that Dagster's own freshness daemon records for a real code server, delivered to a chat
+webhook and an SMTP server on 127.0.0.1 through the sensor's evaluation."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+from dagster._core.events import DagsterEvent, StepMaterializationData
+from dagster._core.events.log import EventLogEntry
+from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.freshness import FreshnessDaemon
 
 from common.alerting import EventAlerts
-from common.settings import Settings
+from common.settings import REPO_DIR, Settings
 from orchestration.alerts import SENSOR_NAME, build_alerts_sensor, evaluate
 from tests.realtime.test_alerts import Inbox, Webhook
 
@@ -180,33 +186,64 @@ def test_an_error_check_that_fails_alerts_and_its_pass_resolves_it(
     ]
 
 
-def test_freshness_fail_alerts_and_pass_resolves(
+def test_freshness_turned_fail_by_the_freshness_daemon_alerts_and_pass_resolves(
     make_settings, webhook: Webhook, smtp: tuple[int, Inbox], instance: dg.DagsterInstance
 ) -> None:  # type: ignore[no-untyped-def]
     settings = _settings(make_settings, webhook, smtp)
-    key = dg.AssetKey(["marts", "dau"])
+    target = ModuleTarget(
+        module_name="tests.orchestration.freshness_defs",
+        attribute="defs",
+        working_directory=str(REPO_DIR),
+        location_name="freshness",
+    )
     cursor, _ = evaluate(instance, settings, None, log=lambda _line: None)
 
-    def change(new: FreshnessState, previous: FreshnessState) -> str:
-        nonlocal cursor
-        # As Dagster's freshness daemon records a change: a runless event on the instance.
-        instance.report_runless_asset_event(
-            FreshnessStateChange(
-                key=key, new_state=new, previous_state=previous, state_change_timestamp=time.time()
+    def materialized(at: float) -> None:
+        # A materialization as a run records it, at the time given.
+        event = DagsterEvent(
+            event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+            job_name=RUNLESS_JOB_NAME,
+            event_specific_data=StepMaterializationData(
+                dg.AssetMaterialization(asset_key="daily_orders")
+            ),
+        )
+        instance.store_event(
+            EventLogEntry(
+                error_info=None,
+                level="debug",
+                user_message="",
+                run_id=RUNLESS_RUN_ID,
+                timestamp=at,
+                dagster_event=event,
             )
         )
-        cursor, done = evaluate(instance, settings, cursor, log=lambda _line: None)
-        return done.summary()
 
-    change(FreshnessState.WARN, FreshnessState.PASS)
-    assert webhook.posts == []
-    assert "raised stale/marts/dau" in change(FreshnessState.FAIL, FreshnessState.WARN)
-    [firing] = webhook.texts()
-    assert firing.startswith(
-        "Sluice asset marts/dau is stale: its freshness policy turned FAIL (from WARN) at "
-    )
-    assert "resolved stale/marts/dau" in change(FreshnessState.PASS, FreshnessState.FAIL)
-    assert webhook.texts()[1].startswith("Sluice asset marts/dau resolved: it is fresh again")
+    with create_test_daemon_workspace_context(target, instance) as workspace:
+        daemon = FreshnessDaemon()
+
+        def daemon_then_sensor() -> str:
+            nonlocal cursor
+            for _ in daemon.run_iteration(workspace):  # one evaluation of every asset's policy
+                pass
+            cursor, done = evaluate(instance, settings, cursor, log=lambda _line: None)
+            return done.summary()
+
+        daemon_then_sensor()  # never materialized: UNKNOWN, nothing to say
+        assert webhook.posts == []
+        materialized(time.time() - 2 * 3600)  # two hours ago, with a window of one
+        assert "raised stale/daily_orders" in daemon_then_sensor()
+        [firing] = webhook.texts()
+        assert firing.startswith(
+            "Sluice asset daily_orders is stale: its freshness policy turned FAIL (from "
+            "UNKNOWN) at "
+        )
+        materialized(time.time())
+        assert "resolved stale/daily_orders" in daemon_then_sensor()
+    assert webhook.texts()[1].startswith("Sluice asset daily_orders resolved: it is fresh again")
+    assert [str(m["Subject"]) for m in smtp[1].messages] == [
+        "Sluice alert stale/daily_orders: firing",
+        "Sluice alert stale/daily_orders: resolved",
+    ]
 
 
 def test_the_cool_down_holds_a_repeat_back_until_it_is_over_and_refused_posts_are_retried(
