@@ -33,6 +33,7 @@ from bench import (
     memory,
     realtime,
     report,
+    retention,
 )
 from bench.context import Context
 from bench.measure import MismatchError
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest_api": ingest.run,
     "serving": ingest.run_serving,
     "realtime": realtime.run,
+    "retention": retention.run,
 }
 
 
