@@ -34,6 +34,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import math
 import os
 import threading
@@ -63,6 +64,8 @@ MAX_DASHBOARD_SECONDS = 600.0
 RATE_SECONDS = 60.0
 INGEST_PATH_PREFIX = "/v1/"
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+log = logging.getLogger("sluice.api")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,12 +231,34 @@ class _Cached:
 
 
 class MonitoringCollector(Collector):
-    """The Dagster instance's and the data directory's figures, read when scraped."""
+    """The Dagster instance's and the data directory's figures, read when scraped. An
+    instance that cannot be read (a broken ``dagster.yaml``, PostgreSQL down) leaves the last
+    figures read and ``sluice_dagster_instance_up`` 0, and is logged when its error changes:
+    the rest of ``/metrics`` still answers."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
         self.clock = clock
-        self.instance = _Cached(lambda now: read_instance(settings, now), clock)
+        self.instance = _Cached(self._read_instance, clock)
         self.storage = _Cached(lambda _now: storage_bytes(settings), clock)
+        self.last_read: InstanceFigures = NO_INSTANCE
+        self.error: str | None = None
+
+    def _read_instance(self, now: float) -> InstanceFigures:
+        try:
+            self.last_read = read_instance(self.settings, now)
+        except Exception as error:  # any storage's error: the scrape must still answer
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            if message != self.error:
+                log.warning(
+                    "the Dagster instance in %s cannot be read: %s",
+                    self.settings.dagster_home,
+                    message,
+                )
+            self.error = message
+            return self.last_read
+        self.error = None
+        return self.last_read
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -241,6 +266,12 @@ class MonitoringCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         figures: InstanceFigures = self.instance.get()
         now = self.clock()
+        yield GaugeMetricFamily(
+            "sluice_dagster_instance_up",
+            "1 if the Dagster instance was read at the last look (or has no runs yet), 0 if "
+            "it could not be (the sluice_etl_* and sluice_asset_* figures are older).",
+            value=float(self.error is None),
+        )
         success = GaugeMetricFamily(
             "sluice_etl_last_run_success",
             "1 if the job's last finished Dagster run succeeded, 0 if it failed or was canceled.",
@@ -489,6 +520,8 @@ class MonitoringApi:
                 "last": _run(instance.last_run),
                 "jobs": [_run(run) for run in instance.last_runs],
                 "by_status": instance.runs_by_status,
+                # False when the last read failed (the server's log says why).
+                "instance_readable": self.collector.error is None,
             },
             "freshness": [
                 {

@@ -1,7 +1,9 @@
 """The one HTTP server of ``sluice serve``: the ingest routes (``ingestion.api``), the query
 routes and the dashboard (``serving.query_api``), the live figures (``realtime.api``), the
-daily view over both tiers (``sluice.daily``) and ``/metrics`` (with the SLOs of
-``sluice.slo``, whose per-minute counts it records) in one Starlette app, run with
+daily view over both tiers (``sluice.daily``), ``GET /v1/monitoring`` and ``/metrics``
+(with the SLOs of ``sluice.slo``, whose per-minute counts it records, and the Dagster
+instance's runs and freshness and the data directory's sizes of ``sluice.monitoring``) in
+one Starlette app, run with
 uvicorn (uvloop, httptools).
 
 The stages never import each other; this module, above them, mounts them side by side

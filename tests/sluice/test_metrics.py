@@ -142,6 +142,12 @@ RECORDED: dict[str, tuple[str, str, set[str]]] = {
     ),
     # What the Dagster instance and the data directory say (sluice/monitoring.py): no run,
     # no asset yet here; the storage areas are there from the start.
+    "sluice_dagster_instance_up": (
+        "gauge",
+        "1 if the Dagster instance was read at the last look (or has no runs yet), 0 if it "
+        "could not be (the sluice_etl_* and sluice_asset_* figures are older).",
+        {"sluice_dagster_instance_up"},
+    ),
     "sluice_etl_last_run_success": (
         "gauge",
         "1 if the job's last finished Dagster run succeeded, 0 if it failed or was canceled.",

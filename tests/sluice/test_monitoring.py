@@ -274,3 +274,32 @@ def test_the_dashboard_panel_draws_the_figures_and_reports_its_own_load_time(
         after["sluice_dashboard_load_seconds_sum"] - before["sluice_dashboard_load_seconds_sum"]
     )
     assert 0 < seconds < 20
+
+
+def test_an_unreadable_instance_leaves_the_last_figures_and_says_so(
+    monitored: Monitored, tmp_path: Path
+) -> None:
+    """The collector in this process over a copy of the data directory's Dagster home, whose
+    configuration then breaks: /metrics still answers, with the figures read before."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from common.settings import load_settings
+    from sluice.monitoring import CACHE_SECONDS, MonitoringCollector
+
+    settings = load_settings({"SLUICE_DATA_DIR": str(tmp_path / "data")})
+    shutil.copytree(monitored.settings.dagster_home, settings.dagster_home)
+    config = settings.dagster_home / "dagster.yaml"
+    now = [time.time()]
+    registry = CollectorRegistry()
+    registry.register(MonitoringCollector(settings, clock=lambda: now[0]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(settings.dagster_home))
+        _, before = parse(generate_latest(registry).decode())
+        assert before["sluice_dagster_instance_up"] == 1
+        assert before['sluice_etl_last_run_success{job="elt"}'] == 1
+        config.write_text("run_storage: [not, a, mapping\n")
+        now[0] += CACHE_SECONDS
+        _, after = parse(generate_latest(registry).decode())
+    assert after["sluice_dagster_instance_up"] == 0
+    assert after['sluice_etl_last_run_success{job="elt"}'] == 1
+    assert after['sluice_storage_bytes{area="dagster"}'] > 0
