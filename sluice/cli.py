@@ -429,7 +429,8 @@ def stream(once: bool) -> None:
 @main.command()
 def alerts() -> None:
     """The data alert rules (reports/alerts/*.yml) that `sluice stream` evaluates, and the
-    state it left each in; exits non-zero when a file or rule is broken."""
+    state it left each in, then the platform's alerts firing (failed runs and checks, stale
+    assets, query budgets); exits non-zero when a file or rule is broken."""
     from common.settings import ALERTS_DIR
     from realtime.alerts import AlertEngine, load_rules
 
@@ -443,6 +444,13 @@ def alerts() -> None:
             status.rule.name, status.rule.condition, status.state, *(c or "" for c in cells)
         )
     console.print(table)
+    # The platform's alerts (the Dagster alert sensor's and the query budgets'): those firing.
+    from common.alerting import EventAlerts
+
+    firing = EventAlerts(settings, dt.timedelta(0), log=lambda _line: None).firing()
+    click.echo(f"Platform alerts firing ({settings.alerts_path}): {len(firing) or 'none'}")
+    for name, text in firing.items():
+        click.echo(f"  {name}: {text}")
     errors = load_rules(ALERTS_DIR)[1]
     for error in errors:
         click.echo(error, err=True)

@@ -5,6 +5,8 @@ webhook and an SMTP server on 127.0.0.1 through the sensor's evaluation."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,6 +275,16 @@ def test_the_cool_down_holds_a_repeat_back_until_it_is_over_and_refused_posts_ar
     alerts.deliver(t0 + 2000)  # delivered: nothing left to send
     assert len(webhook.posts) == 4
     assert alerts.firing() == {"run_failed/elt": "Sluice run 3 of job elt failed: x."}
+    # sluice alerts lists it, after the data alert rules.
+    shown = subprocess.run(
+        [str(Path(sys.executable).with_name("sluice")), "alerts"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert f"Platform alerts firing ({settings.alerts_path}): 1" in shown
+    assert "  run_failed/elt: Sluice run 3 of job elt failed: x." in shown
 
 
 def test_the_sensor_is_registered_and_running_by_default(make_settings) -> None:  # type: ignore[no-untyped-def]
