@@ -145,6 +145,21 @@ def _query_budgets(variable: str, raw: str) -> str:
     return raw
 
 
+def _postgres_url(variable: str, raw: str) -> str:
+    parts = urllib.parse.urlsplit(raw)
+    if (
+        parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg2")
+        or not parts.hostname
+        or not parts.path.strip("/")
+    ):
+        # The value may hold a password: name the setting, not the value.
+        raise SettingsError(
+            f"{variable} must be a postgresql:// URL with a host and a database, such as "
+            "postgresql://dagster@db.internal:5432/dagster"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class Setting:
     """How one field of ``Settings`` is read from the environment and shown in the README."""
@@ -427,6 +442,31 @@ class Settings:
         "`SLUICE_QUERY_BUDGET_SCAN_ROWS_PER_DAY`",
         check=_query_budgets,
         values="`name=rows` pairs, comma-separated",
+    )
+    dagster_postgres_url: str = setting(
+        "SLUICE_DAGSTER_POSTGRES_URL",
+        "",
+        "a team instance: Dagster keeps its runs, event logs, schedules and sensor ticks in "
+        "this PostgreSQL database (written, with its password, into the data directory's "
+        "`dagster/dagster.yaml`, readable by its owner only; leave the password out to let "
+        "libpq read `PGPASSWORD` or `~/.pgpass`). Unset: SQLite files in `dagster/`",
+        check=_postgres_url,
+        values="`postgresql://user[:password]@host[:port]/database`",
+    )
+    dagster_run_retries: int = setting(
+        "SLUICE_DAGSTER_RUN_RETRIES",
+        1,
+        "the Dagster daemon re-executes a failed run from its failed step up to this many "
+        "times (0: never); a run's tag `dagster/max_retries` overrides it",
+        minimum=0,
+    )
+    dagster_max_runtime_seconds: int = setting(
+        "SLUICE_DAGSTER_MAX_RUNTIME_SECONDS",
+        6 * 3600,
+        "the Dagster daemon fails a run still going after this many seconds, which frees its "
+        "warehouse slot: the one way a run whose process died gives it back (0: no limit); a "
+        "run's tag `dagster/max_runtime` overrides it",
+        minimum=0,
     )
 
     @property
