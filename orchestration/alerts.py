@@ -224,6 +224,17 @@ def _after(
     return list(instance.fetch_run_status_changes(event_type, BATCH, cursor, True).records)
 
 
+def _newest(instance: dg.DagsterInstance, event_type: dg.DagsterEventType) -> int:
+    """The storage id of the newest event of ``event_type``; 0 when there is none."""
+    if event_type == dg.DagsterEventType.FRESHNESS_STATE_CHANGE:
+        records = instance.event_log_storage.get_event_records(
+            dg.EventRecordsFilter(event_type=event_type), limit=1, ascending=False
+        )
+    else:
+        records = instance.fetch_run_status_changes(event_type, 1, ascending=False).records
+    return records[0].storage_id if records else 0
+
+
 def evaluate(
     instance: dg.DagsterInstance,
     settings: Settings,
@@ -251,7 +262,8 @@ def evaluate(
         if records:
             seen[event_type.value] = records[-1].storage_id
         elif event_type.value not in seen:
-            seen[event_type.value] = 0 if cursor is None else seen.get(event_type.value, 0)
+            # Nothing in the look-back: go on after the newest event of the type, however old.
+            seen[event_type.value] = _newest(instance, event_type)
         if event_type == dg.DagsterEventType.FRESHNESS_STATE_CHANGE:
             for record in records:
                 _freshness_changed(record, alerts, tick)

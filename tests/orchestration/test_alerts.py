@@ -147,6 +147,23 @@ def test_a_run_that_fails_for_the_last_time_alerts_once_and_a_success_resolves_i
     assert tick() == "read 0 events"  # the cursor moved past every event
 
 
+def test_a_sensor_turned_on_reads_the_last_hour_not_the_whole_history(
+    make_settings, webhook: Webhook, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(START, SLUICE_REPORT_WEBHOOK_URL=webhook.url)
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    (flags / "fail").touch()
+    job = _definitions(flags).resolve_job_def("nightly")
+    assert not job.execute_in_process(instance=instance, raise_on_error=False).success
+    # First evaluated two hours later: the failure is history, now and at the next tick.
+    later = time.time() + 2 * 3600
+    cursor, first = evaluate(instance, settings, None, log=lambda _line: None, now=later)
+    _, second = evaluate(instance, settings, cursor, log=lambda _line: None, now=later + 30)
+    assert first.raised == [] and second.summary() == "read 0 events"
+    assert webhook.posts == []
+
+
 def test_an_error_check_that_fails_alerts_and_its_pass_resolves_it(
     make_settings,
     webhook: Webhook,
