@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import logging
 import math
 import sqlite3
 import threading
@@ -94,6 +95,8 @@ RECORD_SECONDS = 10.0
 # /metrics is scraped every few seconds; the freshness SLI reads the Dagster event log.
 COLLECT_CACHE_SECONDS = 30.0
 MINUTE = 60
+
+log = logging.getLogger("sluice.api")
 
 
 class SloFileError(ValueError):
@@ -353,7 +356,8 @@ def _lag_counts(settings: Settings, threshold: float, start: float, end: float) 
 @dataclass(frozen=True)
 class MartBuilds:
     """When each day's daily marts were all first built (epoch seconds), the first build of
-    any mart partition, and the marts' deadline (cron)."""
+    any mart partition (None: none yet), and the marts' deadline (cron, from
+    ``orchestration.lib.MARTS_FRESHNESS``)."""
 
     built_at: dict[dt.date, float]
     first_build: float | None
@@ -364,13 +368,14 @@ class MartBuilds:
 def mart_builds(settings: Settings, since: float) -> MartBuilds:
     """The first materialization of each daily mart partition since ``since`` (a day's marts
     are built only after the day), read from the data directory's Dagster instance."""
+    if not (settings.dagster_home / "dagster.yaml").exists():
+        # No instance, no mart built: no deadline is due (nor Dagster imported).
+        return MartBuilds({}, None, "", settings.start_date)
     import dagster as dg  # sluice serve imports Dagster only when asked
 
     from orchestration.lib import MARTS_FRESHNESS
 
     cron = MARTS_FRESHNESS.deadline_cron
-    if not (settings.dagster_home / "dagster.yaml").exists():
-        return MartBuilds({}, None, cron, settings.start_date)
     per_mart: dict[str, dict[str, float]] = {}
     first: float | None = None
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
@@ -554,6 +559,7 @@ class SloCollector(Collector):
         self.clock = clock
         self.lock = threading.Lock()
         self.cached: tuple[float, list[Metric]] | None = None
+        self.error: str | None = None
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -562,7 +568,16 @@ class SloCollector(Collector):
         with self.lock:
             now = self.clock()
             if self.cached is None or now - self.cached[0] >= COLLECT_CACHE_SECONDS:
-                self.cached = (now, self._measure(now))
+                try:
+                    self.cached = (now, self._measure(now))
+                    self.error = None
+                except Exception as error:  # a store or instance that cannot be read
+                    # The rest of /metrics still answers; the last figures stay (none at first).
+                    message = f"{type(error).__name__}: {error}".splitlines()[0]
+                    if message != self.error:
+                        log.warning("the SLOs cannot be measured: %s", message)
+                    self.error = message
+                    self.cached = (now, self.cached[1] if self.cached else [])
             metrics = self.cached[1]
         yield from metrics
 

@@ -22,7 +22,9 @@ from realtime import read
 from realtime.windows import ADDED
 from sluice.slo import (
     BATCH_FRESHNESS,
+    COLLECT_CACHE_SECONDS,
     MartBuilds,
+    SloCollector,
     SloFileError,
     freshness_counts,
     is_fresh,
@@ -220,3 +222,27 @@ def _serve_and_stream(server: Server, key: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("sluice stream did not make the 7 events visible within 30 s")
+
+
+def test_slo_gauges_that_cannot_be_measured_leave_metrics_answering(make_settings, caplog) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(dt.date(2026, 11, 1))
+    store = settings.realtime_store_path
+    store.parent.mkdir(parents=True)
+    store.write_text("not a database")
+    now = [1_800_000_000.0]
+    collector = SloCollector(settings, load_slos(), clock=lambda: now[0])
+    assert list(collector.collect()) == []
+    assert list(collector.collect()) == []
+    # Logged once, naming what failed, not at every scrape.
+    [record] = [r for r in caplog.records if "SLOs cannot be measured" in r.getMessage()]
+    assert "DatabaseError" in record.getMessage()
+    store.unlink()
+    now[0] += COLLECT_CACHE_SECONDS
+    names = {metric.name for metric in collector.collect()}
+    assert names == {
+        "sluice_slo_objective",
+        "sluice_slo_sli",
+        "sluice_slo_events",
+        "sluice_slo_error_budget_remaining",
+        "sluice_slo_burn_rate",
+    }
