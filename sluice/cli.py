@@ -467,6 +467,8 @@ def slo() -> None:
     from sluice.slo import TABLE_HEADER, SloFileError, load_slos, measure, table_rows
 
     settings = _settings()
+    # The Dagster instance's configuration names its home by DAGSTER_HOME.
+    os.environ.update(settings.subprocess_env())
     try:
         slos = load_slos(SLO_FILE)
     except SloFileError as error:
