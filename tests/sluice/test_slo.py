@@ -145,6 +145,12 @@ def test_mart_builds_are_read_from_the_dagster_instance(make_settings) -> None: 
         s for s in measure(settings, slos, builds=builds) if s.slo.name == BATCH_FRESHNESS
     ]
     assert freshness.events == 0  # no whole minute since the first build yet
+    # sluice slo finds the instance from SLUICE_DATA_DIR alone (its dagster.yaml names its home
+    # by DAGSTER_HOME, which a user's shell does not set).
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    result = subprocess.run([SLUICE, "slo"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert _row(result.stdout, "batch_freshness")[3:5] == ["-", "0"]
 
 
 def _row(output: str, name: str) -> list[str]:
