@@ -39,7 +39,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +260,14 @@ class MonitoringCollector(Collector):
         self.error = None
         return self.last_read
 
+    def warm(self) -> None:
+        """Read both once (importing Dagster takes seconds): the first scrape finds them."""
+        try:
+            self.instance.get()
+            self.storage.get()
+        except OSError as error:
+            log.warning("the data directory's sizes cannot be read: %s", error)
+
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
@@ -461,6 +469,14 @@ class MonitoringApi:
             registry=registry,
         )
         self.ingest_rate = RateWindow(clock())
+
+    @contextlib.asynccontextmanager
+    async def warming(self) -> AsyncIterator[None]:
+        """Reads the figures once in a thread while the server starts taking requests."""
+        task = asyncio.create_task(asyncio.to_thread(self.collector.warm))
+        yield
+        if task.done():
+            task.result()
 
     def routes(self) -> list[Route]:
         return [

@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with api.lifespan(app), recorder.running():
+        async with api.lifespan(app), recorder.running(), monitoring_api.warming():
             try:
                 yield
             finally:
