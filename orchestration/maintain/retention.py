@@ -227,28 +227,33 @@ def _drop_tables(
         recorded = _recorded(con)
         planned = _horizons(settings, result.today, recorded)
         horizons.update(planned)
-        deletes = []
+        if apply:
+            con.execute("begin transaction")
         for table in TABLES:
             horizon = planned.get(table.layer)
             if horizon is None or not _exists(con, table.schema, table.name):
                 continue
             where = f"{table.day} < $cutoff" + (f" and not ({table.keep})" if table.keep else "")
-            params = {"cutoff": table.cutoff(horizon.dropped_before)}
-            by_day = con.execute(
-                f"select cast({table.day} as varchar) as day, count(*) from {table.qualified} "
-                f"where {where} group by all order by day",
-                params,
-            ).fetchall()
-            rows = sum(int(n) for _, n in by_day)
-            result.tables.append(
-                TableDrop(table.label, table.layer, rows, tuple(d for d, _ in by_day))
+            # Applied, one pass deletes the rows and counts them by day; else only counted.
+            rows_of = (
+                f"(delete from {table.qualified} where {where} returning {table.day} as day)"
+                if apply
+                else f"(select {table.day} as day from {table.qualified} where {where})"
             )
-            if rows:
-                deletes.append((f"delete from {table.qualified} where {where}", params))
+            by_day = con.execute(
+                f"with gone as {rows_of} "
+                "select cast(day as varchar) as day, count(*) from gone group by all order by day",
+                {"cutoff": table.cutoff(horizon.dropped_before)},
+            ).fetchall()
+            result.tables.append(
+                TableDrop(
+                    table.label,
+                    table.layer,
+                    sum(int(n) for _, n in by_day),
+                    tuple(day for day, _ in by_day),
+                )
+            )
         if apply:
-            con.execute("begin transaction")
-            for sql, params in deletes:
-                con.execute(sql, params)
             _record(con, planned)
             con.execute("commit")
             # Deleted row groups become free blocks at the checkpoint; the WAL is folded in.
