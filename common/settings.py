@@ -225,8 +225,8 @@ class Settings:
         minimum=0,
     )
     # Retention (orchestration/maintain/): whole days past each layer's horizon are dropped by
-    # the daily `retention` job. Raw and core must keep more days than the late-event lookback,
-    # which the job checks.
+    # the daily `retention` job. A layer that drops days must keep more of them than the
+    # late-event lookback (a late event rebuilds its day), which the job checks.
     retention_landing_days: int = setting(
         "SLUICE_RETENTION_LANDING_DAYS",
         400,

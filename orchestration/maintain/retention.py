@@ -26,12 +26,10 @@ from common.settings import Settings
 from ingestion.landing.helpers import loaded_landing_files
 from ingestion.pipeline import PIPELINE_NAME
 from orchestration.maintain.horizons import (
-    CORE,
     HORIZONS_TABLE,
     LANDING_DAYS_FIELD,
     LAYERS,
     META_SCHEMA,
-    RAW,
     TABLES,
     Horizon,
     kept_days,
@@ -155,7 +153,7 @@ def _horizons(
     out: dict[str, Horizon | None] = {}
     for layer in LAYERS:
         days = kept_days(settings, layer)
-        if days and layer in (RAW, CORE) and days <= settings.late_lookback_days:
+        if days and days <= settings.late_lookback_days:
             raise RetentionError(
                 f"{layer_setting(settings, layer)} must be more than "
                 f"{setting_text(settings, 'late_lookback_days')}: a load of late events rebuilds "

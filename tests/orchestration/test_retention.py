@@ -23,6 +23,7 @@ from common.settings import Settings, load_settings
 from orchestration.definitions import build_definitions
 from orchestration.maintain.horizons import TABLES
 from orchestration.maintain.jobs import RETENTION_JOB, RETENTION_OP
+from orchestration.maintain.retention import RetentionError, run_retention
 from sluice.runs import run_job
 from tests.conftest import built_data_dir
 from tests.dbt_project.conftest import make_dbt_runner
@@ -288,3 +289,12 @@ def test_compaction_shrinks_the_file_and_keeps_every_row(
     outcome = run_job(data.settings, "build", {"dagster/partition": LAST.isoformat()})
     assert outcome.success, outcome.message
     assert marts(data.settings) == before_marts
+
+
+def test_a_layer_keeping_no_more_days_than_the_late_lookback_is_refused(make_settings) -> None:
+    settings = make_settings(FIRST, SLUICE_RETENTION_MARTS_DAYS="3", SLUICE_LATE_LOOKBACK_DAYS="7")
+    with pytest.raises(
+        RetentionError,
+        match="SLUICE_RETENTION_MARTS_DAYS=3 must be more than SLUICE_LATE_LOOKBACK_DAYS=7",
+    ):
+        run_retention(settings, TODAY, apply=False)
