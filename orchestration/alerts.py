@@ -78,7 +78,8 @@ class Tick:
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0][:300] if (text or "").strip() else ""
+    # Long enough for a library's whole sentence ("... The actual reason given is: ...").
+    return (text or "").strip().splitlines()[0][:600].rstrip() if (text or "").strip() else ""
 
 
 def _step_errors(instance: dg.DagsterInstance, run_id: str) -> str:
@@ -91,12 +92,12 @@ def _step_errors(instance: dg.DagsterInstance, run_id: str) -> str:
     for record in failures:
         event = record.event_log_entry.dagster_event
         error = event.step_failure_data.error if event is not None else None
-        while error is not None and error.cause is not None and not error.message.strip():
+        # Dagster wraps the step's exception, and libraries wrap theirs (dlt's
+        # PipelineStepFailed): the innermost cause says what went wrong.
+        while error is not None and error.cause is not None:
             error = error.cause
-        # Dagster wraps the step's own exception: its cause says what went wrong.
-        shown = error.cause if error is not None and error.cause is not None else error
-        if event is not None and shown is not None:
-            found.append(f"step {event.step_key}: {_first_line(shown.message)}")
+        if event is not None and error is not None:
+            found.append(f"step {event.step_key}: {_first_line(error.message)}")
     return "; ".join(found)
 
 
@@ -115,7 +116,7 @@ def _run_failed(
         reason = _first_line(event.message if event else None) or _first_line(entry.user_message)
     name = f"run_failed/{job}"
     text = f"Sluice run {entry.run_id[:8]} of job {job} failed: {reason}"
-    if not text.endswith("."):
+    if not text.endswith((".", "!", "?")):
         text += "."
     fields = [("job", job), ("run", entry.run_id), ("failed at", _at(record.timestamp))]
     raised = alerts.raise_alert(name, text, fields, now=record.timestamp)
@@ -152,7 +153,7 @@ def _check_evaluated(record: EventLogRecord, alerts: EventAlerts, tick: Tick) ->
         return
     said = f": {_first_line(check.description)}" if check.description else ""
     text = f"Sluice check {check.check_name} of {where} failed (severity ERROR){said}"
-    if not text.endswith("."):
+    if not text.endswith((".", "!", "?")):
         text += "."
     fields = [("asset", asset), ("check", check.check_name), ("run", record.run_id)]
     if check.partition:
