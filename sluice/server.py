@@ -61,7 +61,8 @@ def create_app(settings: Settings) -> Starlette:
         api_latency=api.metrics.request_latency,
         query_latency=query_api.metrics.latency,
     )
-    registry.register(SloCollector(settings, slos, before=recorder.flush))
+    slo_collector = SloCollector(settings, slos, before=recorder.flush)
+    registry.register(slo_collector)
 
     async def metrics(_request: Request) -> Response:
         # Some figures read files when asked (the load's dlt state, the snapshot's version).
@@ -79,7 +80,11 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with api.lifespan(app), recorder.running(), monitoring_api.warming():
+        async with (
+            api.lifespan(app),
+            recorder.running(warm=slo_collector.warm),
+            monitoring_api.warming(),
+        ):
             try:
                 yield
             finally:

@@ -309,10 +309,15 @@ class SloRecorder:
                 con.execute("commit")
 
     @contextlib.asynccontextmanager
-    async def running(self, every: float = RECORD_SECONDS) -> AsyncIterator[None]:
-        """Flush every ``every`` seconds while the block runs, and once at its end."""
+    async def running(
+        self, every: float = RECORD_SECONDS, warm: Callable[[], object] | None = None
+    ) -> AsyncIterator[None]:
+        """Flush every ``every`` seconds while the block runs, and once at its end; first
+        call ``warm`` in a thread (the SLO gauges' first reading, which imports Dagster)."""
 
         async def loop() -> None:
+            if warm is not None:
+                await asyncio.to_thread(warm)
             while True:
                 await asyncio.sleep(every)
                 await asyncio.to_thread(self.flush)
@@ -543,8 +548,8 @@ def table_rows(statuses: Sequence[SloStatus]) -> list[tuple[str, ...]]:
 
 
 class SloCollector(Collector):
-    """The ``sluice_slo_*`` gauges of ``/metrics``, measured at most every
-    ``COLLECT_CACHE_SECONDS`` (the freshness SLI reads the Dagster event log)."""
+    """The ``sluice_slo_*`` gauges of ``/metrics``, measured at each scrape; the marts'
+    builds (the Dagster event log) are read at most every ``COLLECT_CACHE_SECONDS``."""
 
     def __init__(
         self,
@@ -558,34 +563,43 @@ class SloCollector(Collector):
         self.before = before  # the recorder's flush, so the counts include this moment
         self.clock = clock
         self.lock = threading.Lock()
-        self.cached: tuple[float, list[Metric]] | None = None
+        self.builds: tuple[float, MartBuilds] | None = None
+        self.last: list[Metric] = []
         self.error: str | None = None
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
+    def warm(self) -> None:
+        """Read the marts' builds once now (importing Dagster), not at the first scrape."""
+        list(self.collect())
+
     def collect(self) -> Iterator[Metric]:
         with self.lock:
-            now = self.clock()
-            if self.cached is None or now - self.cached[0] >= COLLECT_CACHE_SECONDS:
-                try:
-                    self.cached = (now, self._measure(now))
-                    self.error = None
-                except Exception as error:  # a store or instance that cannot be read
-                    # The rest of /metrics still answers; the last figures stay (none at first).
-                    message = f"{type(error).__name__}: {error}".splitlines()[0]
-                    if message != self.error:
-                        log.warning("the SLOs cannot be measured: %s", message)
-                    self.error = message
-                    self.cached = (now, self.cached[1] if self.cached else [])
-            metrics = self.cached[1]
+            try:
+                self.last = self._measure(self.clock())
+                self.error = None
+            except Exception as error:  # a store or instance that cannot be read
+                # The rest of /metrics still answers; the last figures stay (none at first).
+                message = f"{type(error).__name__}: {error}".splitlines()[0]
+                if message != self.error:
+                    log.warning("the SLOs cannot be measured: %s", message)
+                self.error = message
+            metrics = self.last
         yield from metrics
+
+    def _mart_builds(self, now: float) -> MartBuilds | None:
+        if self.slos.get(BATCH_FRESHNESS) is None:
+            return None
+        if self.builds is None or now - self.builds[0] >= COLLECT_CACHE_SECONDS:
+            since = now - self.slos.window.total_seconds() - 3 * 86400
+            self.builds = (now, mart_builds(self.settings, since))
+        return self.builds[1]
 
     def _measure(self, now: float) -> list[Metric]:
         if self.before is not None:
             self.before()
-        since = now - self.slos.window.total_seconds() - 3 * 86400
-        builds = mart_builds(self.settings, since) if self.slos.get(BATCH_FRESHNESS) else None
+        builds = self._mart_builds(now)
         statuses = measure(self.settings, self.slos, now, builds)
         objective = GaugeMetricFamily(
             "sluice_slo_objective", "Each SLO's objective (ops/slos.yml).", labels=["slo"]
