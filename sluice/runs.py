@@ -62,6 +62,11 @@ class RunOutcome:
 
 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The instance's daemon retries failed runs (`run_retries` in dagster.yaml), but a run
+# executed in this process has no code location it could re-execute from: without this
+# tag, a failed run would say "will retry" in the UI and the alert of a failed run
+# (orchestration/alerts.py) would wait for a retry that never comes.
+_NOT_RETRIED = {"dagster/max_retries": "0"}
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -205,7 +210,7 @@ def run_job(
             ops = {name: {"config": dict(config)} for name, config in (op_config or {}).items()}
             result = job.execute_in_process(
                 instance=instance,
-                tags=dict(tags or {}),
+                tags={**_NOT_RETRIED, **(tags or {})},
                 run_config={**_QUIET, "ops": ops} if ops else _QUIET,
                 raise_on_error=False,
             )

@@ -13,6 +13,7 @@ back from PostgreSQL's tables, and no SQLite database appears in the Dagster hom
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import os
@@ -39,7 +40,7 @@ from common.settings import REPO_DIR, WAREHOUSE_POOL, Settings, load_settings
 from ingestion.generator import generate
 from orchestration.prepare import dagster_instance_config, prepare
 from orchestration.transform.automation import range_tags
-from sluice.runs import materialize_range
+from sluice.runs import materialize_range, run_job
 from tests.orchestration.test_ui_selections import LAUNCH_RUN, WORKSPACE, DagsterUI, _stop
 
 pytestmark = pytest.mark.slow
@@ -193,6 +194,37 @@ def test_a_cli_run_records_its_run_and_events_in_postgres(
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert con.execute("select count(*) from marts.dau").fetchone() == (DAYS,)
     assert _sqlite_files(settings) == []
+
+
+@contextlib.contextmanager
+def warehouse_held_open(settings: Settings) -> Iterator[None]:
+    """The warehouse open for writing in another process, as a DuckDB CLI would hold it."""
+    hold = "import duckdb, sys, time\ncon = duckdb.connect(sys.argv[1])\n"
+    hold += "print('held', flush=True)\ntime.sleep(600)\n"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(settings.warehouse_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_failed_cli_run_says_why_and_waits_for_no_retry(
+    settings: Settings, postgres: Postgres
+) -> None:
+    """The daemon cannot re-execute a run the CLI executed in its own process: the run must
+    not say "will retry", or the alert of a failed run would wait for it forever."""
+    with warehouse_held_open(settings):
+        outcome = run_job(settings, "publish")
+    assert not outcome.success
+    assert "is open in another process" in outcome.message
+    tags = dict(postgres.query("select key, value from run_tags where run_id = %s", outcome.run_id))
+    assert tags["dagster/will_retry"] == "false"
 
 
 @dataclass
@@ -383,8 +415,7 @@ def test_a_run_that_fails_while_the_warehouse_is_held_is_retried_to_success(
 ) -> None:
     team.wait_quiet()
     # The warehouse open in another process (a DuckDB CLI, a BI tool) fails the run's step.
-    holder = duckdb.connect(str(team.settings.warehouse_path))
-    try:
+    with warehouse_held_open(team.settings):
         failed = team.launch_job("publish", {})
         deadline = time.monotonic() + RUN_SECONDS
         while team.postgres.query("select status from runs where run_id = %s", failed) != [
@@ -392,8 +423,6 @@ def test_a_run_that_fails_while_the_warehouse_is_held_is_retried_to_success(
         ]:
             assert time.monotonic() < deadline, f"run {failed} did not fail"
             time.sleep(0.2)
-    finally:
-        holder.close()
     deadline = time.monotonic() + RUN_SECONDS
     while not (
         retried := team.postgres.query(
@@ -404,6 +433,9 @@ def test_a_run_that_fails_while_the_warehouse_is_held_is_retried_to_success(
         assert time.monotonic() < deadline, f"run {failed} was not retried"
         time.sleep(1)
     ((retry,),) = retried
+    assert team.postgres.query(
+        "select value from run_tags where run_id = %s and key = 'dagster/will_retry'", failed
+    ) == [("true",)]
     run = team.ui.wait_run(retry)
     assert run["status"] == "SUCCESS"
     retry_tags = {tag["key"]: tag["value"] for tag in run["tags"]}
