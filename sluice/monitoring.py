@@ -9,7 +9,9 @@ instance (its run and event log storage, SQLite or PostgreSQL) when ``/metrics``
 - ``sluice_asset_last_materialization_timestamp_seconds{asset}``, ``sluice_asset_age_seconds``
   and ``sluice_asset_freshness_state{asset,state}`` (PASS, WARN, FAIL, UNKNOWN, one of them 1)
   for the assets with a freshness policy (``raw/events``, ``marts/*``; orchestration/lib.py).
-- ``sluice_load_rows{result}``: what the last load wrote to ``raw.events`` and quarantined.
+- ``sluice_load_rows{result}``: what the last load wrote to ``raw.events`` and quarantined;
+  ``sluice_landing_waiting_files`` and ``..._oldest_waiting_seconds``: what waits for the
+  next load, and since when (the load's dlt state, as the landing sensor reads it).
 - ``sluice_storage_bytes{area}``: the sizes of the data directory's files (warehouse, serving
   snapshot and Parquet, landing, real-time store, Dagster home), from ``stat`` only: the
   warehouse has one writer, so it is never opened here.
@@ -207,6 +209,27 @@ def storage_areas(settings: Settings) -> dict[str, list[Path]]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class LandingBacklog:
+    files: int
+    # Since the oldest of them was closed (its modification time); 0 without any.
+    oldest_seconds: float
+
+
+def landing_backlog(settings: Settings, now: float) -> LandingBacklog:
+    """The closed landing files no load has taken yet, by the load's dlt state (as the
+    landing sensor asks), never the warehouse."""
+    from ingestion.landing.helpers import new_landing_files
+    from ingestion.pipeline import PIPELINE_NAME
+
+    waiting = new_landing_files(settings.landing_dir, settings.dlt_dir, PIPELINE_NAME)
+    closed = []
+    for name in waiting:
+        with contextlib.suppress(FileNotFoundError):
+            closed.append((settings.landing_dir / name).stat().st_mtime)
+    return LandingBacklog(len(waiting), max(0.0, now - min(closed)) if closed else 0.0)
+
+
 def storage_bytes(settings: Settings) -> dict[str, int]:
     return {
         area: sum(_size(path) for path in paths) for area, paths in storage_areas(settings).items()
@@ -241,6 +264,7 @@ class MonitoringCollector(Collector):
         self.clock = clock
         self.instance = _Cached(self._read_instance, clock)
         self.storage = _Cached(lambda _now: storage_bytes(settings), clock)
+        self.backlog = _Cached(lambda now: landing_backlog(settings, now), clock)
         self.last_read: InstanceFigures = NO_INSTANCE
         self.error: str | None = None
 
@@ -265,6 +289,7 @@ class MonitoringCollector(Collector):
         try:
             self.instance.get()
             self.storage.get()
+            self.backlog.get()
         except OSError as error:
             log.warning("the data directory's sizes cannot be read: %s", error)
 
@@ -351,6 +376,18 @@ class MonitoringCollector(Collector):
         for area, size in self.storage.get().items():
             storage.add_metric([area], size)
         yield storage
+
+        backlog: LandingBacklog = self.backlog.get()
+        yield GaugeMetricFamily(
+            "sluice_landing_waiting_files",
+            "Closed landing files (API segments and dropped files) no load has taken yet.",
+            value=backlog.files,
+        )
+        yield GaugeMetricFamily(
+            "sluice_landing_oldest_waiting_seconds",
+            "Seconds since the oldest landing file waiting for the load was closed (0: none).",
+            value=backlog.oldest_seconds,
+        )
 
 
 # -- the JSON of GET /v1/monitoring, from the registry ---------------------------------------
@@ -563,6 +600,10 @@ class MonitoringApi:
                     samples.quantile(0.95, "sluice_api_request_duration_seconds")
                 ),
                 "segments_waiting": samples.get("sluice_api_segments_waiting"),
+                "landing_files_waiting": samples.get("sluice_landing_waiting_files"),
+                "oldest_waiting_seconds": _rounded(
+                    samples.get("sluice_landing_oldest_waiting_seconds"), 1
+                ),
                 "last_load_rows": instance.load_rows,
             },
             "query": {

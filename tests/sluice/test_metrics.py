@@ -194,6 +194,16 @@ RECORDED: dict[str, tuple[str, str, set[str]]] = {
         "Bytes of each area of the data directory (files and write-ahead logs).",
         {"sluice_storage_bytes{area}"},
     ),
+    "sluice_landing_waiting_files": (
+        "gauge",
+        "Closed landing files (API segments and dropped files) no load has taken yet.",
+        {"sluice_landing_waiting_files"},
+    ),
+    "sluice_landing_oldest_waiting_seconds": (
+        "gauge",
+        "Seconds since the oldest landing file waiting for the load was closed (0: none).",
+        {"sluice_landing_oldest_waiting_seconds"},
+    ),
     "sluice_dashboard_load_seconds": (
         "histogram",
         "Time from opening the dashboard to its first reports drawn, as its page reports.",

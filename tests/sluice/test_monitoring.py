@@ -23,6 +23,8 @@ import pytest
 
 from common.keys import KeyStore
 from common.settings import Settings
+from ingestion.landing.helpers import new_landing_files
+from ingestion.pipeline import PIPELINE_NAME
 from orchestration.definitions import PUBLISH_JOB
 from sluice.runs import run_job
 from tests.conftest import built_data_dir
@@ -59,6 +61,12 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
         finally:
             settings.warehouse_path.unlink(missing_ok=True)
             moved.rename(settings.warehouse_path)
+
+        # A file dropped in the landing area two minutes ago, which no load has taken yet.
+        dropped = settings.landing_dir / "dropped" / "events-dropped.jsonl"
+        dropped.parent.mkdir()
+        dropped.write_text('{"type": "track", "event": "Signed Up", "userId": "d1"}\n')
+        os.utime(dropped, (time.time() - 120, time.time() - 120))
 
         env = {**os.environ, **settings.subprocess_env()}
         log = settings.data_dir.parent / "serve.log"
@@ -156,6 +164,12 @@ def test_metrics_say_what_the_instance_the_warehouse_and_the_files_say(
     recorded = snapshot.asset_materialization.metadata["warehouse_bytes"].value
     assert recorded == settings.warehouse_path.stat().st_size
 
+    # Ingest latency (Stage 3) to the warehouse: what waits for the next load, since when.
+    waiting = new_landing_files(settings.landing_dir, settings.dlt_dir, PIPELINE_NAME)
+    assert waiting == ["dropped/events-dropped.jsonl"]
+    assert metrics["sluice_landing_waiting_files"] == 1
+    assert 120 <= metrics["sluice_landing_oldest_waiting_seconds"] < 300
+
     # Ingest rate and failed ingest (Stage 1), ingest latency (Stage 3).
     assert metrics['sluice_api_messages_accepted_total{source="app"}'] == EVENTS
     assert metrics['sluice_api_messages_rejected_total{reason="unknown type \\"...\\""}'] == 1
@@ -247,6 +261,8 @@ def test_the_dashboard_panel_draws_the_figures_and_reports_its_own_load_time(
                 f"{ratio['cache_hit_ratio']:.1%}", timeout=20_000
             )
             expect(page.locator("#mon-failed")).to_have_text("1 / 1")
+            expect(page.locator("#mon-backlog")).to_have_text("1")
+            expect(page.locator("#mon-backlog-detail")).to_contain_text("the oldest for 2 min")
             rows = page.locator("#mon-freshness tr")
             expect(rows).to_have_count(7)
             dau = page.locator("#mon-freshness tr[data-asset='marts/dau']")
