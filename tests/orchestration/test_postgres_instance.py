@@ -1,14 +1,16 @@
-"""A team instance on PostgreSQL: Debian's PostgreSQL started for the module, and Sluice's
-Dagster instance pointed at it with SLUICE_DAGSTER_POSTGRES_URL.
+"""A team instance on PostgreSQL: Debian's PostgreSQL started for the module (as `nobody`
+when the tests run as root; skipped without it, except in CI), and Sluice's Dagster instance
+pointed at it with SLUICE_DAGSTER_POSTGRES_URL.
 
-A CLI run loads and builds a few generated days through the instance; then the parts of a
-team deployment start as separate processes against the same instance, as
-docs/operations.md starts them (a code server, the daemon, the webserver), and the UI's
-GraphQL API launches a backfill over a range, two runs that both need the warehouse at
-once (their warehouse steps take turns through the pool of one slot), and a run whose
-warehouse is held by another process, which fails and is retried by the daemon to success
-once the warehouse is free again. Runs, event logs, sensor ticks and pool slots are read
-back from PostgreSQL's tables, and no SQLite database appears in the Dagster home.
+A CLI run loads and builds a few generated days through the instance, and a CLI run that
+fails is not marked for a retry it cannot get. Then the parts of a team deployment start as
+separate processes against the same instance, as docs/operations.md starts them (a code
+server, the daemon, the webserver), and the UI's GraphQL API launches a backfill over a
+range; two runs that both need the warehouse while its pool's one slot is taken (they stay
+queued, then their warehouse steps run one at a time); and a run whose warehouse is held by
+another process, which fails and is retried by the daemon to success once the warehouse is
+free again. Runs, event logs, backfills, sensor ticks and the pool's limit are read back
+from PostgreSQL's tables, and no SQLite database appears in the Dagster home.
 """
 
 from __future__ import annotations
@@ -88,7 +90,10 @@ def postgres() -> Iterator[Postgres]:
     to run as root: as root, its files and process belong to the user `nobody`."""
     bin_dir = _pg_bin()
     if bin_dir is None:
-        pytest.skip(f"no PostgreSQL under {PG_BIN_ROOT} (apt-get install -y postgresql)")
+        missing = f"no PostgreSQL under {PG_BIN_ROOT} (apt-get install -y postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}: .ci/run installs it")
+        pytest.skip(missing)
     as_user: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="sluice-pg-"))
     if os.geteuid() == 0:
