@@ -482,16 +482,21 @@ class QueryApi:
             if sample is not None:
                 factor = scale_factor(sample, result.sampled_tables, scale)
                 rows = scale_rows(result.columns, rows, scale, factor) if scale else rows
+                tables = result.sampled_tables
+                methods = sorted({table.method for table in tables})
                 sampled = {
                     "rate": sample.rate,
                     "method": sample.method,
                     "seed": sample.seed,
-                    "tables": list(result.sampled_tables),
+                    "tables": [
+                        {"table": table.name, "method": table.method, "rows": table.rows}
+                        for table in tables
+                    ],
                     "scale_factor": factor if scale else None,
                     "scaled_columns": scale,
                     "note": (
                         f"each table was read through TABLESAMPLE {sample.percent:g}% "
-                        f"({sample.method}, repeatable); "
+                        f"({' or '.join(methods)}, repeatable); "
                         + (
                             f"the columns {', '.join(scale)} were multiplied by "
                             f"{factor:g} (1 / rate); every other column is as computed on "

@@ -21,7 +21,6 @@ Two ways to run, for two kinds of SQL:
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 
 import duckdb
 
-from serving.sampling import Sample, sample_tables
+from serving.sampling import Sample, SampledTable, sample_tables
 from serving.snapshot import META_SCHEMA, VERSION_TABLE, SnapshotMissing
 from serving.sql_guard import (
     QueryRefused,
@@ -63,8 +62,8 @@ class QueryResult:
     truncated: bool
     scanned_rows: int
     run_id: str  # the snapshot version the rows come from
-    # The tables read through TABLESAMPLE (serving.sampling), as the query names them.
-    sampled_tables: tuple[str, ...] = ()
+    # The tables read through TABLESAMPLE (serving.sampling), in the query's order.
+    sampled_tables: tuple[SampledTable, ...] = ()
 
 
 def open_locked(snapshot: Path, limits: QueryLimits) -> duckdb.DuckDBPyConnection:
@@ -122,20 +121,16 @@ def _refusal(error: duckdb.Error) -> QueryRefused:
 
 @dataclass(frozen=True)
 class _Checked:
-    """A checked SELECT; with a sample, ``query`` samples ``tables``."""
+    """A checked SELECT, and the sample to read its tables through (``_guarded`` applies it:
+    each table's method depends on its size in the snapshot)."""
 
     query: str
     sample: Sample | None = None
-    tables: tuple[str, ...] = ()
 
 
 def _checked(sql: str, approx: bool, sample: Sample | None = None) -> _Checked:
     query = check_select(sql)
-    plain = approximate_distinct(query) if approx else query
-    if sample is None:
-        return _Checked(plain)
-    sampled, tables = sample_tables(plain, sample)
-    return _Checked(sampled, sample, tuple(tables))
+    return _Checked(approximate_distinct(query) if approx else query, sample)
 
 
 def _table_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -160,7 +155,11 @@ def _explain(
 
 
 def _scan_estimate(
-    con: duckdb.DuckDBPyConnection, checked: _Checked, params: dict[str, Any], limits: QueryLimits
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    tables: tuple[SampledTable, ...],
+    params: dict[str, Any],
+    limits: QueryLimits,
 ) -> int:
     """The rows the query reads, checked against ``max_scan_rows`` before it runs.
 
@@ -168,12 +167,10 @@ def _scan_estimate(
     rows. Each sampled table is counted from its size instead: all its rows for ``bernoulli``,
     which looks at every row, and the rate's share for ``system``, which skips the other
     vectors. The steps after the scan are judged on the sampled plan."""
-    if checked.sample is None:
-        return check_scan(_explain(con, checked.query, params), limits.max_scan_rows)
-    read, peak = plan_estimates(_explain(con, checked.query, params))
-    sizes = _table_rows(con)
-    share = 1.0 if checked.sample.method == "bernoulli" else checked.sample.rate
-    read += sum(math.ceil(sizes.get(table, 0) * share) for table in checked.tables)
+    if not tables:
+        return check_scan(_explain(con, query, params), limits.max_scan_rows)
+    read, peak = plan_estimates(_explain(con, query, params))
+    read += sum(table.read for table in tables)
     check_estimate(read, peak, limits.max_scan_rows)
     return read
 
@@ -187,8 +184,12 @@ def _guarded(
 ) -> QueryResult:
     """Run a checked SELECT on a locked connection: the scan estimate first, then the query
     under a timer that interrupts it, cut at ``max_rows``."""
-    read = _scan_estimate(con, checked, params, limits)
     query = checked.query
+    tables: tuple[SampledTable, ...] = ()
+    if checked.sample is not None:
+        sampled, found = sample_tables(query, checked.sample, _table_rows(con))
+        query, tables = sampled, tuple(found)
+    read = _scan_estimate(con, query, tables, params, limits)
     timed_out = threading.Event()
 
     def stop() -> None:
@@ -214,7 +215,7 @@ def _guarded(
         timer.cancel()
     truncated = len(rows) > limits.max_rows
     return QueryResult(
-        columns, rows[: limits.max_rows], truncated, read, run_id, sampled_tables=checked.tables
+        columns, rows[: limits.max_rows], truncated, read, run_id, sampled_tables=tables
     )
 
 

@@ -1,12 +1,16 @@
 """Sampled exploratory queries: every table of the snapshot that a query reads is read through
 DuckDB's ``TABLESAMPLE``, and the caller learns exactly what was sampled and what was scaled.
 
-- ``Sample``: the rate (0 < rate < 1), DuckDB's method and a fixed seed, so the same request
-  gets the same rows (and the cache may keep them).
-  ``system`` (the default) keeps whole vectors of 2,048 rows and skips the others in the scan:
-  the cost falls with the rate, but on a table of a few thousand rows the sample is lumpy.
+- ``Sample``: the rate (0 < rate < 1), the method and a fixed seed, so the same request gets
+  the same rows (and the cache may keep them). DuckDB has two methods:
+  ``system`` keeps whole vectors of 2,048 rows and skips the others in the scan: the cost
+  falls with the rate, but the estimate is only as good as the number of vectors kept (on a
+  table of a few thousand rows it keeps all or nothing).
   ``bernoulli`` keeps each row with the rate's probability: an even sample, but every row is
   still read, so it saves the work after the scan only (joins, grouping), not the scan.
+  ``auto`` (the default) picks ``system`` for a table where it keeps at least
+  ``SYSTEM_MIN_VECTORS`` vectors (about 10% off at worst for a count), ``bernoulli`` for the
+  others.
 - ``sample_tables``: the query with a ``TABLESAMPLE`` on each table it reads, done on DuckDB's
   own syntax tree (``json_serialize_sql`` / ``json_deserialize_sql``, as
   ``serving.sql_guard.approximate_distinct``): names of CTEs, the snapshot's metadata and
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -34,8 +38,10 @@ import duckdb
 from serving.snapshot import META_SCHEMA
 from serving.sql_guard import QueryRefused
 
-METHODS = ("system", "bernoulli")
+METHODS = ("auto", "system", "bernoulli")
 SEED = 42
+VECTOR_ROWS = 2048
+SYSTEM_MIN_VECTORS = 100
 MIN_RATE = 0.0001
 # A rate is shown and applied to this many significant digits, so equal requests share a key.
 _RATE_DIGITS = 6
@@ -45,12 +51,32 @@ _NOT_SAMPLED_SCHEMAS = frozenset({META_SCHEMA, "information_schema", "pg_catalog
 @dataclass(frozen=True)
 class Sample:
     rate: float
-    method: str = "system"
+    method: str = "auto"
     seed: int = SEED
 
     @property
     def percent(self) -> float:
         return round(self.rate * 100, _RATE_DIGITS)
+
+    def method_for(self, rows: int) -> str:
+        """The method for a table of ``rows`` rows."""
+        if self.method != "auto":
+            return self.method
+        kept_vectors = rows * self.rate / VECTOR_ROWS
+        return "system" if kept_vectors >= SYSTEM_MIN_VECTORS else "bernoulli"
+
+
+@dataclass(frozen=True)
+class SampledTable:
+    name: str  # as the query names it
+    method: str  # system or bernoulli
+    rows: int  # the table's rows
+    rate: float
+
+    @property
+    def read(self) -> int:
+        """The rows the sample reads: the rate's share for system, all for bernoulli."""
+        return self.rows if self.method == "bernoulli" else math.ceil(self.rows * self.rate)
 
 
 def parse_sample(value: Any, method: Any) -> Sample | None:
@@ -71,7 +97,7 @@ def parse_sample(value: Any, method: Any) -> Sample | None:
             f'"sample" must be at least {MIN_RATE} and below 1 (0.1 reads about 10% of the '
             f"rows); got {value}",
         )
-    chosen = "system" if method is None else method
+    chosen = "auto" if method is None else method
     if chosen not in METHODS:
         raise QueryRefused(
             "parameters", 400, f'"sample_method" must be one of {", ".join(METHODS)}'
@@ -91,7 +117,7 @@ def _cte_names(node: Any, found: set[str]) -> None:
             _cte_names(value, found)
 
 
-def _sample_node(sample: Sample) -> dict[str, Any]:
+def _sample_node(sample: Sample, method: str) -> dict[str, Any]:
     return {
         "sample_size": {
             "type": {"id": "DOUBLE", "type_info": None},
@@ -99,32 +125,44 @@ def _sample_node(sample: Sample) -> dict[str, Any]:
             "value": sample.percent,
         },
         "is_percentage": True,
-        "method": sample.method.capitalize(),
+        "method": method.capitalize(),
         "seed": sample.seed,
         "repeatable": True,
         "sample_rate": -1.0,
     }
 
 
-def _add_samples(node: Any, sample: Sample, ctes: set[str], tables: list[str]) -> None:
+def _add_samples(
+    node: Any,
+    sample: Sample,
+    ctes: set[str],
+    sizes: Mapping[str, int],
+    tables: list[SampledTable],
+) -> None:
     if isinstance(node, dict):
         if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
             schema = (node.get("schema_name") or "").lower()
             name = node["table_name"].lower()
             is_cte = not schema and name in ctes
             if not is_cte and schema not in _NOT_SAMPLED_SCHEMAS and node.get("sample") is None:
-                node["sample"] = _sample_node(sample)
-                tables.append(f"{schema}.{name}" if schema else name)
+                named = f"{schema}.{name}" if schema else name
+                rows = sizes.get(named, 0)
+                method = sample.method_for(rows)
+                node["sample"] = _sample_node(sample, method)
+                tables.append(SampledTable(named, method, rows, sample.rate))
         for value in node.values():
-            _add_samples(value, sample, ctes, tables)
+            _add_samples(value, sample, ctes, sizes, tables)
     elif isinstance(node, list):
         for value in node:
-            _add_samples(value, sample, ctes, tables)
+            _add_samples(value, sample, ctes, sizes, tables)
 
 
-def sample_tables(sql: str, sample: Sample) -> tuple[str, list[str]]:
+def sample_tables(
+    sql: str, sample: Sample, sizes: Mapping[str, int] | None = None
+) -> tuple[str, list[SampledTable]]:
     """``sql`` with each table it reads sampled, and the tables sampled (as the query names
-    them, in its order); QueryRefused when it reads no table to sample."""
+    them, in its order, with the method each got from its rows in ``sizes``, by
+    ``schema.table``); QueryRefused when it reads no table to sample."""
     with duckdb.connect() as con:
         row = con.execute("select json_serialize_sql(?)", [sql]).fetchone()
         tree = json.loads(row[0]) if row else {"error": True}
@@ -134,8 +172,8 @@ def sample_tables(sql: str, sample: Sample) -> tuple[str, list[str]]:
             )
         ctes: set[str] = set()
         _cte_names(tree, ctes)
-        tables: list[str] = []
-        _add_samples(tree, sample, ctes, tables)
+        tables: list[SampledTable] = []
+        _add_samples(tree, sample, ctes, sizes or {}, tables)
         if not tables:
             raise QueryRefused(
                 "parameters",
@@ -147,7 +185,7 @@ def sample_tables(sql: str, sample: Sample) -> tuple[str, list[str]]:
     return (str(back[0]) if back else sql), tables
 
 
-def scale_factor(sample: Sample, tables: Sequence[str], scale: Sequence[str]) -> float:
+def scale_factor(sample: Sample, tables: Sequence[SampledTable], scale: Sequence[str]) -> float:
     """The factor to multiply the ``scale`` columns by: 1 / rate for a query that samples one
     table; QueryRefused when it samples several."""
     if scale and len(tables) != 1:
@@ -155,7 +193,8 @@ def scale_factor(sample: Sample, tables: Sequence[str], scale: Sequence[str]) ->
             "parameters",
             400,
             f'"scale" needs a query that reads one table; this one samples {len(tables)} '
-            f"({', '.join(tables)}), and a join of samples keeps about rate² of the pairs: "
+            f"({', '.join(table.name for table in tables)}), and a join of samples keeps about "
+            "rate² of the pairs: "
             'scale by hand, or leave "scale" out',
         )
     return 1 / sample.rate

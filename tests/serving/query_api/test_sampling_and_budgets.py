@@ -31,10 +31,11 @@ from tests.serving.query_api.conftest import (
     serve_in_thread,
 )
 
-BIG_ROWS = 1_000_000
+# Enough rows for a 10% system sample to keep over 100 vectors of 2,048 rows (auto picks it).
+BIG_ROWS = 2_500_000
 BUDGETS = {
     "SLUICE_QUERY_SCAN_ROWS_PER_DAY": "10000000",
-    "SLUICE_QUERY_BUDGETS": "analyst=1500000",
+    "SLUICE_QUERY_BUDGETS": "analyst=3750000",
     "SLUICE_QUERY_PER_MINUTE": "100",
 }
 
@@ -106,13 +107,15 @@ def test_a_sampled_query_says_what_it_sampled_and_scaled_and_is_charged_what_it_
     assert answer.status_code == 200, answer.text
     body = answer.json()
     sampled = body["sampled"]
-    assert sampled["rate"] == 0.1 and sampled["method"] == "system"
-    assert sampled["tables"] == ["marts.orders_big"]
+    assert sampled["rate"] == 0.1 and sampled["method"] == "auto"
+    assert sampled["tables"] == [
+        {"table": "marts.orders_big", "method": "system", "rows": BIG_ROWS}
+    ]
     assert sampled["scale_factor"] == 10 and sampled["scaled_columns"] == ["orders", "amount"]
     assert "multiplied by 10 (1 / rate)" in sampled["note"]
     [[orders, amount, mean]] = body["rows"]
     # Whole vectors of 2,048 rows are kept: about a tenth of them, scaled back up.
-    assert 0.6 * BIG_ROWS < orders < 1.4 * BIG_ROWS and amount == 2 * orders
+    assert 0.7 * BIG_ROWS < orders < 1.3 * BIG_ROWS and amount == 2 * orders
     assert mean == 2.0  # a mean is not scaled
     # System sampling reads about the rate's share of the rows, and is charged that.
     assert body["scanned_rows"] == BIG_ROWS // 10
@@ -131,10 +134,18 @@ def test_a_sampled_query_says_what_it_sampled_and_scaled_and_is_charged_what_it_
         sample=0.01,
         sample_method="bernoulli",
     ).json()
-    assert 8_000 < rows["rows"][0][0] < 12_000
+    assert 0.009 * BIG_ROWS < rows["rows"][0][0] < 0.011 * BIG_ROWS
     assert rows["scanned_rows"] == BIG_ROWS
     assert rows["sampled"]["scale_factor"] is None
     assert "no column was scaled" in rows["sampled"]["note"]
+
+    # A mart of 60 rows is one vector: auto samples it row by row, and reads it all.
+    small = _ask(
+        server.url, key, sql="select count(*) as days from marts.dau", sample=0.5, scale=["days"]
+    ).json()
+    assert small["sampled"]["tables"] == [{"table": "marts.dau", "method": "bernoulli", "rows": 60}]
+    assert 10 < small["rows"][0][0] < 110 and small["rows"][0][0] % 2 == 0
+    assert small["scanned_rows"] == 60
 
 
 BAD_FIELDS = [
@@ -175,7 +186,7 @@ def test_only_the_tables_of_the_marts_are_sampled_not_ctes_nor_metadata() -> Non
         "where exists (select 1 from information_schema.tables)"
     )
     sampled, tables = sample_tables(sql, Sample(0.25, "bernoulli"))
-    assert tables == ["marts.dau", "marts.revenue_daily"]
+    assert [table.name for table in tables] == ["marts.dau", "marts.revenue_daily"]
     assert sampled.count("TABLESAMPLE") == 2 and "$start" in sampled
     assert "recent TABLESAMPLE" not in sampled
 
@@ -195,7 +206,7 @@ def test_a_key_over_its_budget_is_answered_and_raises_one_alert(
     first = _ask(server.url, analyst, sql="select sum(order_id) from marts.orders_big").json()
     assert first["budget"] == {
         "scanned_rows_today": BIG_ROWS,
-        "budget_rows_per_day": 1_500_000,
+        "budget_rows_per_day": 3_750_000,
         "quota_rows_per_day": 10_000_000,
         "over_budget": False,
     }
@@ -204,9 +215,9 @@ def test_a_key_over_its_budget_is_answered_and_raises_one_alert(
     _wait_for(hook, 1)
     [alert] = hook.texts()
     assert alert.startswith(
-        "Sluice read key 'analyst' overran its query budget: 2,000,000 rows scanned on "
+        "Sluice read key 'analyst' overran its query budget: 5,000,000 rows scanned on "
     )
-    assert "over its budget of 1,500,000 a day (SLUICE_QUERY_BUDGETS)" in alert
+    assert "over its budget of 3,750,000 a day (SLUICE_QUERY_BUDGETS)" in alert
     assert hook.posts[0]["blocks"][0]["text"]["text"] == "FIRING: query_budget/analyst"
 
     # More queries over the budget, and another key under its own (the global default):
