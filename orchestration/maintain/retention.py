@@ -232,25 +232,21 @@ def _drop_tables(
             if horizon is None or not _exists(con, table.schema, table.name):
                 continue
             where = f"{table.day} < $cutoff" + (f" and not ({table.keep})" if table.keep else "")
-            # Applied, one pass deletes the rows and counts them by day; else only counted.
-            rows_of = (
-                f"(delete from {table.qualified} where {where} returning {table.day} as day)"
-                if apply
-                else f"(select {table.day} as day from {table.qualified} where {where})"
-            )
+            params = {"cutoff": table.cutoff(horizon.dropped_before)}
+            # Counted, then deleted: zone maps make both read only the old row groups. (A
+            # DELETE ... RETURNING counted in one statement materializes every deleted row:
+            # eight times slower.)
             by_day = con.execute(
-                f"with gone as {rows_of} "
-                "select cast(day as varchar) as day, count(*) from gone group by all order by day",
-                {"cutoff": table.cutoff(horizon.dropped_before)},
+                f"select cast({table.day} as varchar) as day, count(*) from {table.qualified} "
+                f"where {where} group by all order by day",
+                params,
             ).fetchall()
+            rows = sum(int(n) for _, n in by_day)
             result.tables.append(
-                TableDrop(
-                    table.label,
-                    table.layer,
-                    sum(int(n) for _, n in by_day),
-                    tuple(day for day, _ in by_day),
-                )
+                TableDrop(table.label, table.layer, rows, tuple(day for day, _ in by_day))
             )
+            if apply and rows:
+                con.execute(f"delete from {table.qualified} where {where}", params)
         if apply:
             _record(con, planned)
             con.execute("commit")
