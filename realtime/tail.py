@@ -45,14 +45,16 @@ def segment_id(path: Path) -> str:
 
 
 def _segments(sources_dir: Path) -> dict[str, Path]:
-    """Every segment, open or closed, by identity, in order of identity (source, then the
-    time its name starts with)."""
+    """Every segment, open or closed, by identity, oldest first across sources: by the time
+    its name starts with, then by source. A worker catching up on a backlog of several write
+    keys then reads them side by side in time, so the watermark that one source's segments
+    move does not make the others' events of the same minutes late."""
     found: dict[str, Path] = {}
     for pattern in (f"*/*{OPEN_SUFFIX}", f"*/*{LANDING_SUFFIX}"):
         # Closed after open: a segment renamed between the two listings is found closed.
         for path in sources_dir.glob(pattern):
             found[segment_id(path)] = path
-    return dict(sorted(found.items()))
+    return dict(sorted(found.items(), key=lambda item: item[0].split("/", 1)[::-1]))
 
 
 def _open(path: Path) -> tuple[int, bool] | None:
@@ -109,7 +111,10 @@ class SegmentTail:
                 self._finished.add(segment)
             if data:
                 chunks.append(Chunk(segment, start, start + len(data), data))
-                budget -= len(data)
+            if size - start > budget:
+                # The budget cut this segment short: its rest comes before any later segment.
+                break
+            budget -= len(data)
         return chunks
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from common.settings import CURRENCY_RATES_SEED, Settings
 from realtime import read, store
 from realtime.revenue import load_rates, order_revenue_usd
+from realtime.tail import SegmentTail
 from realtime.worker import StreamWorker, WorkerLocked
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))
@@ -135,3 +137,47 @@ def test_an_event_from_the_future_moves_the_watermark_only_to_its_arrival(make_s
         worker.run_once()
     counters = read.counters(settings.realtime_store_path)
     assert (counters["added"], counters["late"]) == (2, 1)
+
+
+def test_a_backlog_of_several_sources_is_read_in_time_order(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Ten minutes of two write keys' segments, waiting for a worker: read side by side in
+    time, none of them is late (read source by source, the second's first minutes were)."""
+    settings: Settings = make_settings(DAY.date())
+    n = 0
+    for source in ("web", "ios"):
+        folder = settings.api_sources_dir / source
+        folder.mkdir(parents=True, exist_ok=True)
+        for minute in range(10):
+            at = DAY + dt.timedelta(minutes=minute)
+            lines = []
+            for second in range(0, 60, 3):
+                n += 1
+                lines.append(_line(n, at + dt.timedelta(seconds=second)))
+            stem = f"{at:%Y%m%dT%H%M%S}000000-1-{minute:06d}"
+            (folder / f"{stem}.jsonl").write_bytes(b"".join(lines))
+    with StreamWorker(settings) as worker:
+        worker.run_once()
+    counters = read.counters(settings.realtime_store_path)
+    assert (counters["added"], counters.get("late", 0)) == (n, 0)
+
+
+def test_a_segment_cut_by_the_budget_is_finished_before_later_ones() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        sources = Path(folder)
+        (sources / "web").mkdir()
+        (sources / "ios").mkdir()
+        first = b"".join(_line(n, DAY) for n in range(10))
+        (sources / "web" / "20260301T100000000000-1-000001.jsonl").write_bytes(first)
+        later = _line(99, DAY + dt.timedelta(minutes=9))
+        (sources / "ios" / "20260301T100900000000-1-000001.jsonl").write_bytes(later)
+        tail = SegmentTail(sources)
+        budget = len(first) // 2
+        chunks = tail.read({}, budget)
+        assert [chunk.segment for chunk in chunks] == ["web/20260301T100000000000-1-000001"]
+        offsets = {chunks[0].segment: chunks[0].end}
+        rest = tail.read(offsets, len(first))
+        assert [chunk.segment for chunk in rest] == [
+            "web/20260301T100000000000-1-000001",
+            "ios/20260301T100900000000-1-000001",
+        ]
+        assert rest[0].end == len(first)
