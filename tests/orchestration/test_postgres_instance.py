@@ -9,8 +9,10 @@ server, the daemon, the webserver), and the UI's GraphQL API launches a backfill
 range; two runs that both need the warehouse while its pool's one slot is taken (they stay
 queued, then their warehouse steps run one at a time); and a run whose warehouse is held by
 another process, which fails and is retried by the daemon to success once the warehouse is
-free again. Runs, event logs, backfills, sensor ticks and the pool's limit are read back
-from PostgreSQL's tables, and no SQLite database appears in the Dagster home.
+free again; and a run killed while its step holds the warehouse slot, whose slot run
+monitoring frees so that its retry succeeds. Runs, event logs, backfills, sensor ticks and
+the pool's limit are read back from PostgreSQL's tables, and no SQLite database appears in
+the Dagster home.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import datetime as dt
 import itertools
 import os
 import pwd
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -239,6 +243,8 @@ class Team:
     ui: DagsterUI
     settings: Settings
     postgres: Postgres
+    # The code server: runs are processes of it.
+    code_server_pid: int
 
     def launch_job(self, job: str, tags: dict[str, str]) -> str:
         """As the UI's "Launch run" of a job does."""
@@ -315,7 +321,7 @@ def team(settings: Settings, postgres: Postgres) -> Iterator[Team]:
         )
         processes.append(_start(webserver, logs / "webserver.log"))
         ui = _wait_until_loaded(f"http://127.0.0.1:{ui_port}", settings, processes, logs)
-        yield Team(ui, settings, postgres)
+        yield Team(ui, settings, postgres, processes[0].pid)
     finally:
         for process in reversed(processes):
             _stop(process)
@@ -379,6 +385,20 @@ def _step_intervals(postgres: Postgres, run_ids: list[str]) -> list[tuple[float,
     return sorted((float(starts[k]), float(ends[k]), f"{k[0]}:{k[1]}") for k in starts)
 
 
+def _retry_of(team: Team, run_id: str) -> str:
+    """The run the daemon launched to retry the run."""
+    deadline = time.monotonic() + RUN_SECONDS
+    while not (
+        retried := team.postgres.query(
+            "select value from run_tags where run_id = %s and key = 'dagster/auto_retry_run_id'",
+            run_id,
+        )
+    ):
+        assert time.monotonic() < deadline, f"run {run_id} was not retried"
+        time.sleep(0.5)
+    return str(retried[0][0])
+
+
 def test_two_runs_needing_the_warehouse_take_turns(team: Team) -> None:
     """Both runs are launched while the pool's one slot is taken (as by a step of another
     user's run): the daemon keeps them queued; once the slot is free, their warehouse steps
@@ -428,16 +448,7 @@ def test_a_run_that_fails_while_the_warehouse_is_held_is_retried_to_success(
         ]:
             assert time.monotonic() < deadline, f"run {failed} did not fail"
             time.sleep(0.2)
-    deadline = time.monotonic() + RUN_SECONDS
-    while not (
-        retried := team.postgres.query(
-            "select value from run_tags where run_id = %s and key = 'dagster/auto_retry_run_id'",
-            failed,
-        )
-    ):
-        assert time.monotonic() < deadline, f"run {failed} was not retried"
-        time.sleep(1)
-    ((retry,),) = retried
+    retry = _retry_of(team, failed)
     assert team.postgres.query(
         "select value from run_tags where run_id = %s and key = 'dagster/will_retry'", failed
     ) == [("true",)]
@@ -451,6 +462,57 @@ def test_a_run_that_fails_while_the_warehouse_is_held_is_retried_to_success(
         failed,
     )
     assert "lock" in message.lower()
+
+
+def _run_worker_pid(team: Team, run_id: str) -> int:
+    """The run's process, a child of the code server, from the run's event log."""
+    for (event,) in team.postgres.query(
+        "select event from event_logs where run_id = %s and dagster_event_type = 'ENGINE_EVENT'",
+        run_id,
+    ):
+        found = re.search(r"Executing steps in process \(pid: (\d+)\)", event)
+        if found:
+            pid = int(found.group(1))
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            assert int(stat.rsplit(")", 1)[1].split()[1]) == team.code_server_pid
+            return pid
+    raise AssertionError(f"run {run_id} logged no process")
+
+
+def test_a_run_whose_process_died_gives_the_warehouse_back_and_is_retried(team: Team) -> None:
+    """A run killed while its step holds the pool's slot: the code server marks it failed,
+    run monitoring frees the slot it never gave back, and the daemon's retry gets it."""
+    team.wait_quiet()
+    crashed = team.launch_job("build", range_tags(FIRST.isoformat(), LAST.isoformat()))
+    deadline = time.monotonic() + RUN_SECONDS
+    while not team.postgres.query(
+        "select 1 from concurrency_slots where run_id = %s and step_key is not null", crashed
+    ):
+        assert time.monotonic() < deadline, f"run {crashed} never took the pool's slot"
+        time.sleep(0.2)
+    os.kill(_run_worker_pid(team, crashed), signal.SIGKILL)
+    retry = _retry_of(team, crashed)
+    run = team.ui.wait_run(retry)
+    assert run["status"] == "SUCCESS"
+    ((status, ended),) = team.postgres.query(
+        "select status, end_time from runs where run_id = %s", crashed
+    )
+    assert status == "FAILURE"
+    assert team.postgres.query(
+        "select count(*) from event_logs where run_id = %s and event like %s",
+        crashed,
+        f"%Run execution process for {crashed}%",
+    ) == [(1,)]
+    # The slot came back only when run monitoring freed it, after the run had ended.
+    free_after = dagster_instance_config(team.settings)["run_monitoring"][
+        "free_slots_after_run_end_seconds"
+    ]
+    ((first_step,),) = team.postgres.query(
+        "select min(extract(epoch from timestamp)) from event_logs "
+        "where run_id = %s and dagster_event_type = 'STEP_START'",
+        retry,
+    )
+    assert float(first_step) >= ended + free_after - 1
 
 
 def test_runs_events_ticks_and_pool_slots_live_in_postgres_not_sqlite(team: Team) -> None:
