@@ -30,6 +30,7 @@ from common.settings import (
     DAGSTER_YAML_TEMPLATE,
     DBT_PROJECT_DIR,
     Settings,
+    SettingsError,
     dbt_executable,
     load_settings,
 )
@@ -67,12 +68,28 @@ def dagster_instance_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def check_dagster_home(settings: Settings) -> None:
+    """Raise SettingsError when the data directory's instance is on PostgreSQL but
+    ``SLUICE_DAGSTER_POSTGRES_URL`` is not set: a process started without it would point the
+    instance back at SQLite and split its history in two."""
+    target = settings.dagster_home / "dagster.yaml"
+    if settings.dagster_postgres_url or not target.exists():
+        return
+    if "postgres" in ((yaml.safe_load(target.read_text()) or {}).get("storage") or {}):
+        raise SettingsError(
+            f"{target} keeps this data directory's Dagster instance in PostgreSQL, but "
+            "SLUICE_DAGSTER_POSTGRES_URL is not set: set it (in every process of the "
+            "instance), or delete the file to go back to SQLite"
+        )
+
+
 def prepare_dagster_home(settings: Settings) -> Path:
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     text = _COPY_HEADER + yaml.safe_dump(dagster_instance_config(settings), sort_keys=False)
     if not target.exists() or target.read_text() != text:
+        check_dagster_home(settings)
         # Replaced whole (a process loading the instance never reads half a file), readable
         # by its owner only: it may hold the PostgreSQL password.
         partial = target.with_name(target.name + ".tmp")

@@ -56,10 +56,15 @@ DEMO_SEED = 42
 
 
 def _settings() -> Settings:
+    from orchestration.prepare import check_dagster_home
+
     try:
-        return load_settings()
+        settings = load_settings()
+        # A data directory whose Dagster instance is on PostgreSQL, without its URL here.
+        check_dagster_home(settings)
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
+    return settings
 
 
 def _date(_ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -64,3 +68,31 @@ def test_the_postgres_url_gets_the_installed_driver_and_a_bad_one_names_the_sett
         with pytest.raises(SettingsError, match="SLUICE_DAGSTER_POSTGRES_URL must be") as error:
             load_settings({"SLUICE_DAGSTER_POSTGRES_URL": bad})
         assert "secret" not in str(error.value)
+
+
+def test_a_process_without_the_postgres_url_does_not_turn_the_instance_back_to_sqlite(
+    make_settings,
+) -> None:
+    url = "postgresql://dagster@db.internal:5432/dagster"
+    team = make_settings(dt.date(2026, 1, 1), SLUICE_DAGSTER_POSTGRES_URL=url)
+    written = prepare_dagster_home(team) / "dagster.yaml"
+    before = written.read_text()
+    assert "postgresql+psycopg2://dagster@db.internal:5432/dagster" in before
+    forgot = make_settings(dt.date(2026, 1, 1))
+    with pytest.raises(SettingsError, match="SLUICE_DAGSTER_POSTGRES_URL is not set") as error:
+        prepare_dagster_home(forgot)
+    assert str(written) in str(error.value)
+    assert written.read_text() == before
+    # Every command says so in one line, before it does anything.
+    env = {k: v for k, v in os.environ.items() if k != "SLUICE_DAGSTER_POSTGRES_URL"}
+    command = subprocess.run(
+        [str(Path(sys.executable).with_name("sluice")), "keys", "list"],
+        env={**env, "SLUICE_DATA_DIR": str(forgot.data_dir)},
+        capture_output=True,
+        text=True,
+    )
+    assert command.returncode == 1
+    assert command.stderr.startswith(f"Error: {written} keeps this data directory's Dagster")
+    assert "Traceback" not in command.stderr
+    written.unlink()
+    assert "postgres" not in (prepare_dagster_home(forgot) / "dagster.yaml").read_text()
