@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -266,14 +267,27 @@ def landing_files(landing_dir: Path) -> list[Path]:
     return sorted(p for p in landing_dir.rglob(f"*{LANDING_SUFFIX}") if p.is_file())
 
 
+_ATTACH_LOCK = threading.Lock()
+
+
 def loaded_landing_files(pipelines_dir: Path, pipeline_name: str) -> dict[str, dict[str, Any]]:
     """The landing files loads have taken (name -> ``loaded_at``, rows, rejected), by the
     pipeline's local dlt state: read without opening the warehouse, so a sensor can ask while
-    a run writes. Empty before the first load (or while a failed load's state is reset)."""
+    a run writes. Empty before the first load (or while a failed load's state is reset).
+
+    dlt's ``attach`` makes the pipeline's folders when they are missing and removes them
+    again when there is no state to restore: two readers in one process (the ingest API's
+    ``/metrics`` and the monitoring collector) racing on a missing folder failed with
+    FileNotFoundError. So a missing folder reads as empty without asking dlt, and readers in
+    one process take turns."""
+    if not (pipelines_dir / pipeline_name).is_dir():
+        return {}
     try:
-        pipeline = dlt.attach(pipeline_name=pipeline_name, pipelines_dir=str(pipelines_dir))
-        state: dict[str, Any] = dict(pipeline.state)
-    except CannotRestorePipelineException:
+        with _ATTACH_LOCK:
+            pipeline = dlt.attach(pipeline_name=pipeline_name, pipelines_dir=str(pipelines_dir))
+            state: dict[str, Any] = dict(pipeline.state)
+    except (CannotRestorePipelineException, FileNotFoundError):
+        # No state yet, or a load is resetting the folder (ingestion.pipeline) right now.
         state = {}
     return dict(
         state.get("sources", {})
