@@ -21,6 +21,7 @@ Reads no environment: the snapshot path and limits come from the caller (``Setti
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
 import threading
 from collections.abc import Mapping
@@ -91,6 +92,11 @@ def _serve(connection: Any, snapshot: Path, limits: QueryLimits) -> None:
 
 
 def _context() -> Any:
+    # glibc gives each thread that allocates an arena of its own, each reserving 64 MB of
+    # address space, which the worker's RLIMIT_AS counts: a query well within the cap was
+    # now and then refused as out of memory. Two arenas are plenty for one query at a time;
+    # the fork server reads this when it starts, and its workers inherit it.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     context = multiprocessing.get_context("forkserver")
     # Workers start with DuckDB loaded, so starting one costs a fork, not an import.
     context.set_forkserver_preload(["serving.workers"])
