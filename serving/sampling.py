@@ -26,17 +26,14 @@ Reads no environment.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import duckdb
-
 from serving.snapshot import META_SCHEMA
-from serving.sql_guard import QueryRefused
+from serving.sql_guard import QueryRefused, sql_of, syntax_tree
 
 METHODS = ("auto", "system", "bernoulli")
 SEED = 42
@@ -163,26 +160,23 @@ def sample_tables(
     """``sql`` with each table it reads sampled, and the tables sampled (as the query names
     them, in its order, with the method each got from its rows in ``sizes``, by
     ``schema.table``); QueryRefused when it reads no table to sample."""
-    with duckdb.connect() as con:
-        row = con.execute("select json_serialize_sql(?)", [sql]).fetchone()
-        tree = json.loads(row[0]) if row else {"error": True}
-        if tree.get("error"):
-            raise QueryRefused(
-                "statement", 400, f"the query cannot be sampled: {tree.get('error_message')}"
-            )
-        ctes: set[str] = set()
-        _cte_names(tree, ctes)
-        tables: list[SampledTable] = []
-        _add_samples(tree, sample, ctes, sizes or {}, tables)
-        if not tables:
-            raise QueryRefused(
-                "parameters",
-                400,
-                '"sample" needs a query that reads a table of the marts (this one reads none, '
-                "or samples every table itself)",
-            )
-        back = con.execute("select json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
-    return (str(back[0]) if back else sql), tables
+    tree = syntax_tree(sql)
+    if tree.get("error"):
+        raise QueryRefused(
+            "statement", 400, f"the query cannot be sampled: {tree.get('error_message')}"
+        )
+    ctes: set[str] = set()
+    _cte_names(tree, ctes)
+    tables: list[SampledTable] = []
+    _add_samples(tree, sample, ctes, sizes or {}, tables)
+    if not tables:
+        raise QueryRefused(
+            "parameters",
+            400,
+            '"sample" needs a query that reads a table of the marts (this one reads none, '
+            "or samples every table itself)",
+        )
+    return sql_of(tree) or sql, tables
 
 
 def scale_factor(sample: Sample, tables: Sequence[SampledTable], scale: Sequence[str]) -> float:
