@@ -77,14 +77,28 @@ def parse_line(
         doc: Any = orjson.loads(line)
     except orjson.JSONDecodeError:
         return contract.MALFORMED_JSON
-    reason = contract_reason(doc, timestamps)
+    # Each timestamp is parsed once: the ones that parse here are valid for the contract too
+    # (same parser, same text), and a batch's lines share their sentAt.
+    parsed: dict[str, dt.datetime] = {}
+    if isinstance(doc, dict):
+        for field, parse in (
+            ("timestamp", timestamps.parse),
+            ("receivedAt", timestamps.parse),
+            ("sentAt", timestamps.parse_repeated),
+        ):
+            text = doc.get(field)
+            if isinstance(text, str) and (value := parse(text)) is not None:
+                parsed[field] = value
+    reason = contract_reason(doc, timestamps, frozenset(parsed))
     if reason is not None:
         return reason
     kind = doc["type"]
-    event_at = timestamps.parse(text_of(doc["timestamp"]) or "")
+    event_at = parsed.get("timestamp") or timestamps.parse(text_of(doc["timestamp"]) or "")
     if event_at is None:  # contract_reason parsed it already; kept for the type checker
         return contract.NOT_A_TIMESTAMP.format(field="timestamp", value=doc["timestamp"])
-    received_at = timestamps.parse(text_of(doc.get("receivedAt")) or "")
+    received_at = parsed.get("receivedAt")
+    if received_at is None and doc.get("receivedAt") is not None:  # not text, yet valid
+        received_at = timestamps.parse(text_of(doc["receivedAt"]) or "")
     name = text_of(doc.get("event")) if kind == "track" else None
     order = name == ORDER_EVENT
     return Message(

@@ -10,13 +10,19 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from segment.analytics import Client
 
+from common.contract import TimestampParser, contract_reason
 from realtime import read
+from realtime.windows import Message, parse_line
 from realtime.worker import StreamWorker
 from tests.ingestion.api.conftest import Server, iso
-from tests.realtime.conftest import expected_windows
+from tests.ingestion.api.strategies import messages, timestamps
+from tests.realtime.conftest import expected_windows, seed_rates
 
 MINUTES = 8
 ORDERS = [
@@ -167,3 +173,23 @@ def test_windows_of_sdk_traffic_equal_an_independent_count(make_server) -> None:
         "invalid: messageId longer than 100 characters": 1,
     }
     assert counters["lines"] == len(messages) + len(duplicates) + len(late) + len(invalid)
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=messages(), received=st.one_of(st.none(), timestamps()))
+def test_the_worker_rejects_what_the_contract_rejects(doc: Any, received: Any) -> None:
+    """The worker parses each timestamp once and tells the contract which ones it parsed:
+    its answer is still the contract's, reason for reason."""
+    if isinstance(doc, dict) and received is not None:
+        doc["receivedAt"] = received
+    try:
+        line = orjson.dumps(doc)
+    except TypeError:  # integers past 64 bits: the worker reads such a line as malformed
+        assume(False)
+    parser = TimestampParser()
+    expected = contract_reason(orjson.loads(line), parser)
+    got = parse_line(line, parser, seed_rates())
+    if expected is None:
+        assert isinstance(got, Message)
+    else:
+        assert got == expected
