@@ -4,7 +4,9 @@ An entry is keyed by what was asked (report name or SQL, parameters, ``approx``)
 to one snapshot version: when a new snapshot is published, the first request that sees it
 empties the cache. Entries for a range of days that includes today (whose numbers still
 change as events arrive) live 10 minutes; closed ranges live 24 hours, as only a new
-snapshot changes them. The clock is injected, so tests need not wait. Reads no environment.
+snapshot changes them. An entry may carry extras (``extra``/``set_extra``: the query API keeps
+a cached report's encoded JSON there), which live and go with it. The clock is injected, so
+tests need not wait. Reads no environment.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
         self._version: Hashable = None
-        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        # key -> (expiry, value, extras)
+        self._entries: OrderedDict[Hashable, tuple[float, Any, dict[Hashable, Any]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def _see(self, version: Hashable) -> None:
@@ -59,7 +62,26 @@ class ResultCache:
     def put(self, version: Hashable, key: Hashable, value: Any, ttl: float) -> None:
         with self._lock:
             self._see(version)
-            self._entries[key] = (self.clock() + ttl, value)
+            self._entries[key] = (self.clock() + ttl, value, {})
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def extra(self, version: Hashable, key: Hashable, name: Hashable) -> Any | None:
+        """The extra ``name`` of the live entry ``key`` (not counted as a lookup)."""
+        with self._lock:
+            if version != self._version:
+                return None
+            entry = self._entries.get(key)
+            if entry is None or entry[0] <= self.clock():
+                return None
+            return entry[2].get(name)
+
+    def set_extra(self, version: Hashable, key: Hashable, name: Hashable, value: Any) -> None:
+        """Keep ``value`` beside the live entry ``key``, until the entry goes."""
+        with self._lock:
+            if version != self._version:
+                return
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] > self.clock():
+                entry[2][name] = value

@@ -11,9 +11,13 @@ serving snapshot, for read keys only.
 - ``GET /dashboard``: a page that draws the reports (``serving/dashboard.html``).
 
 Everything reads the serving snapshot, never the warehouse, through a cache
-(``serving.cache``) that a new snapshot empties. A saved report's reviewed SQL runs in this
-process on one locked connection kept open (``SharedSnapshot``); ad-hoc SQL runs in a warm
-child process with capped memory (``QueryWorkers``). A read key comes as
+(``serving.cache``) that a new snapshot empties; a cached report's JSON is encoded once and
+kept beside it. The snapshot's version is checked with one ``stat`` of its file on the event
+loop (its row is read again, off the loop, only when the file changed), and a report's file
+is parsed again only when its ``stat`` changes, so a cache hit makes no thread hop. A saved
+report's reviewed SQL runs in this process on one locked connection kept open
+(``SharedSnapshot``, which keeps each report's scan estimate per snapshot); ad-hoc SQL runs in
+a warm child process with capped memory (``QueryWorkers``). A read key comes as
 ``Authorization: Bearer <key>`` (or as HTTP Basic user name); a write key is refused here,
 and the ingest routes refuse read keys. Refusals are JSON ``{"error": ..., "limit": ...}``,
 and never name a folder of the server: a client learns nothing of its disk (a report file is
@@ -220,7 +224,9 @@ class QueryApi:
         self.budgets = QueryBudgets(settings, clock)
         self.cache = ResultCache(clock=clock)
         # Saved reports are reviewed SQL: they run here, on one connection kept open.
-        self.reports_snapshot = SharedSnapshot(settings.serving_path, self.limits)
+        self.reports_snapshot = SharedSnapshot(
+            settings.serving_path, self.limits, keep_estimates=True
+        )
         # Ad-hoc SQL is anyone's: it runs in child processes that may be killed.
         self.workers = QueryWorkers(settings.serving_path, self.limits, keep=CONCURRENT_QUERIES)
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -240,6 +246,8 @@ class QueryApi:
             key=lambda pair: -len(pair[0]),
         )
         self._snapshot: SnapshotInfo | None = None
+        # Report name -> (its file's stat, the report read from it).
+        self._reports: dict[str, tuple[Hashable, Report]] = {}
         self._slots = asyncio.Semaphore(CONCURRENT_QUERIES)
 
     def routes(self) -> list[Route]:
@@ -265,15 +273,32 @@ class QueryApi:
 
     def _find_report(self, name: str) -> Report:
         """The saved report ``name``: a 404 naming the others if there is none, a 500 naming
-        ``reports/<name>.yml`` and the field if its file is broken."""
+        ``reports/<name>.yml`` and the field if its file is broken. Read again only when the
+        file's stat changed since it was last read."""
+        kept = self._reports.get(name)
+        if kept is not None:
+            try:
+                stat = (self.reports_dir / f"{name}.yml").stat()
+            except OSError:
+                stat = None
+            if stat is not None and kept[0] == (stat.st_ino, stat.st_mtime_ns, stat.st_size):
+                return kept[1]
+        self._reports.pop(name, None)
         names = report_names(self.reports_dir)
         if name not in names:
             known = ", ".join(names) or "none"
             raise QueryRefused("report", 404, f"no report {name!r}; the reports are: {known}")
+        path = self.reports_dir / f"{name}.yml"
         try:
-            return load_report(self.reports_dir / f"{name}.yml")
+            stat = path.stat()
+            report = load_report(path)
         except ReportError as error:
             raise QueryRefused("report", 500, str(error)) from None
+        except FileNotFoundError:
+            raise QueryRefused("report", 404, f"no report {name!r}") from None
+        # The stat taken before reading: a file replaced meanwhile is read again next time.
+        self._reports[name] = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), report)
+        return report
 
     def _today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
@@ -283,6 +308,18 @@ class QueryApi:
             return read_key(self.keys, request.headers.get("authorization", ""))
         except KeyRefused as error:
             raise QueryRefused("read_key", error.status, error.message) from None
+
+    def _known_snapshot(self) -> SnapshotInfo | None:
+        """The snapshot's version when its file is still the one last read (one ``stat``,
+        cheap enough for the event loop), else None."""
+        known = self._snapshot
+        if known is None:
+            return None
+        try:
+            stamp = file_stamp(self.settings.serving_path)
+        except SnapshotMissing:
+            raise QueryRefused("snapshot", 503, SNAPSHOT_MISSING) from None
+        return known if known.stamp == stamp else None
 
     def snapshot_info(self) -> SnapshotInfo:
         """The published snapshot's version, read again only when the file was replaced."""
@@ -315,7 +352,9 @@ class QueryApi:
         the budget, whose standing comes last; None for a cache hit, which costs nothing):
         a saved report's reviewed SQL in this process, anything else in a worker process."""
         self.quotas.admit(reader)
-        info = await asyncio.to_thread(self.snapshot_info)
+        info = self._known_snapshot()
+        if info is None:
+            info = await asyncio.to_thread(self.snapshot_info)
         cached = self.cache.get(info.stamp, cache_key)
         if cached is not None:
             return cached, info, True, None
@@ -425,6 +464,12 @@ class QueryApi:
             )
         fields |= {"rows": len(result.rows), "cached": cached}
         headers = {"X-Sluice-Cache": "hit" if cached else "miss"}
+        encoded_as = ("json", saved.description)
+        if fmt == "json" and cached:
+            content = self.cache.extra(info.stamp, key, encoded_as)
+            if content is not None:
+                response = Response(content, 200, headers, media_type="application/json")
+                return self._observe(started, request, response, fields)
         if fmt == "csv":
             text = render_csv(self._report_result(saved, start, end, result, info))
             response = Response(text, 200, headers, media_type="text/csv; charset=utf-8")
@@ -441,7 +486,12 @@ class QueryApi:
             "rows": [list(row) for row in result.rows],
             "truncated": result.truncated,
         }
-        return self._observe(started, request, _json(body, headers=headers), fields)
+        response = _json(body, headers=headers)
+        if cached:
+            # Every later hit on this entry answers these bytes (the body differs from a
+            # miss's only in "cached").
+            self.cache.set_extra(info.stamp, key, encoded_as, response.body)
+        return self._observe(started, request, response, fields)
 
     @staticmethod
     def _report_result(

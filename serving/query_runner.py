@@ -15,15 +15,23 @@ Two ways to run, for two kinds of SQL:
 - ``SharedSnapshot`` keeps one locked connection open and gives each query a cursor of its
   own, opening the new snapshot when one replaces the file: a few milliseconds per query.
   The server runs the saved reports' reviewed SQL this way in its own process; ad-hoc SQL
-  runs this way in a warm child process with capped memory (``serving.workers``).
+  runs this way in a warm child process with capped memory (``serving.workers``). Its
+  cursors are kept for the next query (each already on the snapshot's catalog), and one
+  watchdog thread times every query instead of a timer thread each. For reviewed SQL only
+  (``keep_estimates=True``), each SQL text's scan estimate is taken once per snapshot
+  opening and kept (it does not depend on the parameters' values); it is still checked
+  against ``max_scan_rows`` on every run, and a new snapshot takes it again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import threading
-from collections.abc import Hashable, Iterator, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -175,29 +183,105 @@ def _scan_estimate(
     return read
 
 
+class _Watchdog:
+    """One thread that calls each due callback: a query's timeout without a thread per query
+    (starting a ``threading.Timer`` costs about 0.25 ms)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[list[Any]] = []  # [deadline, sequence, callback or None when cancelled]
+        self._sequence = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self, seconds: float, callback: Callable[[], None]) -> list[Any]:
+        entry = [time.monotonic() + seconds, next(self._sequence), callback]
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="sluice-query-watchdog", daemon=True
+                )
+                self._thread.start()
+            heapq.heappush(self._due, entry)
+            if self._due[0] is entry:
+                self._cond.notify()
+        return entry
+
+    def cancel(self, entry: list[Any]) -> bool:
+        """Cancel ``entry``; False when its callback was already called (or is being called)."""
+        with self._cond:
+            pending = entry[2] is not None
+            entry[2] = None
+            return pending
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._due and self._due[0][2] is None:
+                        heapq.heappop(self._due)
+                    if self._closed:
+                        return
+                    if not self._due:
+                        self._cond.wait()
+                        continue
+                    wait = self._due[0][0] - time.monotonic()
+                    if wait <= 0:
+                        entry = heapq.heappop(self._due)
+                        callback, entry[2] = entry[2], None
+                        break
+                    self._cond.wait(wait)
+            callback()
+
+
+# (rows read, most rows any step makes) of each SQL text, for one opening of the snapshot.
+Estimates = dict[str, tuple[int, int]]
+
+
 def _guarded(
     con: duckdb.DuckDBPyConnection,
     checked: _Checked,
     params: dict[str, Any],
     limits: QueryLimits,
     run_id: str,
-) -> QueryResult:
-    """Run a checked SELECT on a locked connection: the scan estimate first, then the query
-    under a timer that interrupts it, cut at ``max_rows``."""
+    estimates: Estimates | None = None,
+    watchdog: _Watchdog | None = None,
+) -> tuple[QueryResult, bool]:
+    """Run a checked SELECT on a locked connection: the scan estimate first (taken from
+    ``estimates`` when it holds the SQL, kept there otherwise), then the query under a timer
+    that interrupts it, cut at ``max_rows``. Also says whether the timer went off."""
     query = checked.query
     tables: tuple[SampledTable, ...] = ()
     if checked.sample is not None:
         sampled, found = sample_tables(query, checked.sample, _table_rows(con))
         query, tables = sampled, tuple(found)
-    read = _scan_estimate(con, query, tables, params, limits)
+    if estimates is not None and not tables:
+        plan = estimates.get(query)
+        if plan is None:
+            plan = estimates[query] = plan_estimates(_explain(con, query, params))
+        check_estimate(plan[0], plan[1], limits.max_scan_rows)
+        read = plan[0]
+    else:
+        read = _scan_estimate(con, query, tables, params, limits)
     timed_out = threading.Event()
 
     def stop() -> None:
         timed_out.set()
         con.interrupt()
 
-    timer = threading.Timer(limits.timeout_seconds, stop)
-    timer.start()
+    if watchdog is not None:
+        entry = watchdog.start(limits.timeout_seconds, stop)
+        cancel: Callable[[], object] = lambda: watchdog.cancel(entry)  # noqa: E731
+    else:
+        timer = threading.Timer(limits.timeout_seconds, stop)
+        timer.start()
+        cancel = timer.cancel
+    fired = True
     try:
         cursor = con.execute(query, params)
         columns = [d[0] for d in cursor.description or []]
@@ -212,11 +296,12 @@ def _guarded(
             ) from None
         raise _refusal(error) from None
     finally:
-        timer.cancel()
+        fired = cancel() is False or timed_out.is_set()
     truncated = len(rows) > limits.max_rows
-    return QueryResult(
+    result = QueryResult(
         columns, rows[: limits.max_rows], truncated, read, run_id, sampled_tables=tables
     )
+    return result, fired
 
 
 def run_guarded(
@@ -230,7 +315,7 @@ def run_guarded(
     """Check and run one SELECT on the snapshot within ``limits``; raises QueryRefused."""
     checked = _checked(sql, approx, sample)
     with locked_snapshot(snapshot, limits) as con:
-        return _guarded(con, checked, dict(parameters or {}), limits, snapshot_run_id(con))
+        return _guarded(con, checked, dict(parameters or {}), limits, snapshot_run_id(con))[0]
 
 
 @dataclass
@@ -242,6 +327,15 @@ class _Opened:
     run_id: str
     users: int = 0
     retired: bool = False
+    # Cursors done with a query, already on the snapshot's catalog, for the next ones.
+    idle: list[duckdb.DuckDBPyConnection] = field(default_factory=list)
+    estimates: Estimates = field(default_factory=dict)
+
+    def close(self) -> None:
+        for cursor in self.idle:
+            cursor.close()
+        self.idle.clear()
+        self.con.close()
 
 
 def file_stamp(path: Path) -> Hashable:
@@ -264,14 +358,17 @@ class SharedSnapshot:
     allocates outside DuckDB's memory limit would take the caller down with it. Each query
     gets its own cursor, so queries on different threads run side by side. When a new
     snapshot is renamed over the file, the next query opens it; the old connection is closed
-    once the queries still reading it are done.
+    once the queries still reading it are done. ``keep_estimates``: for reviewed SQL, keep
+    each SQL text's scan estimate for the snapshot opened (see the module's docstring).
     """
 
-    def __init__(self, path: Path, limits: QueryLimits) -> None:
+    def __init__(self, path: Path, limits: QueryLimits, keep_estimates: bool = False) -> None:
         self.path = path
         self.limits = limits
+        self.keep_estimates = keep_estimates
         self._current: _Opened | None = None
         self._lock = threading.Lock()
+        self._watchdog = _Watchdog()
 
     def _acquire(self) -> tuple[_Opened, duckdb.DuckDBPyConnection]:
         stamp = file_stamp(self.path)
@@ -284,21 +381,35 @@ class SharedSnapshot:
                     self._retire(opened)
                 self._current = opened = fresh
             opened.users += 1
+            if opened.idle:
+                return opened, opened.idle.pop()
             # Creating a cursor touches the shared connection: done under the lock.
             cursor = opened.con.cursor()
+        try:
+            # USE is per connection, and a cursor is a connection of its own.
+            cursor.execute(f"use {SNAPSHOT_CATALOG}")
+        except BaseException:
+            self._release(opened, cursor, keep=False)
+            raise
         return opened, cursor
 
     def _retire(self, opened: _Opened) -> None:
         opened.retired = True
         if opened.users == 0:
-            opened.con.close()
+            opened.close()
 
-    def _release(self, opened: _Opened, cursor: duckdb.DuckDBPyConnection) -> None:
-        cursor.close()
+    def _release(self, opened: _Opened, cursor: duckdb.DuckDBPyConnection, keep: bool) -> None:
+        """Done with ``cursor``: kept for the next query when ``keep`` (it answered, and no
+        interrupt may reach it later), else closed."""
         with self._lock:
             opened.users -= 1
+            if keep and not opened.retired:
+                opened.idle.append(cursor)
+                return
+        cursor.close()
+        with self._lock:
             if opened.retired and opened.users == 0:
-                opened.con.close()
+                opened.close()
 
     def run(
         self,
@@ -310,15 +421,25 @@ class SharedSnapshot:
         """Check and run one SELECT within the limits; raises QueryRefused or SnapshotMissing."""
         checked = _checked(sql, approx, sample)
         opened, cursor = self._acquire()
+        keep = False
         try:
-            # USE is per connection, and a cursor is a connection of its own.
-            cursor.execute(f"use {SNAPSHOT_CATALOG}")
-            return _guarded(cursor, checked, dict(parameters or {}), self.limits, opened.run_id)
+            result, fired = _guarded(
+                cursor,
+                checked,
+                dict(parameters or {}),
+                self.limits,
+                opened.run_id,
+                estimates=opened.estimates if self.keep_estimates else None,
+                watchdog=self._watchdog,
+            )
+            keep = not fired
+            return result
         finally:
-            self._release(opened, cursor)
+            self._release(opened, cursor, keep)
 
     def close(self) -> None:
         with self._lock:
             if self._current is not None:
                 self._retire(self._current)
                 self._current = None
+        self._watchdog.close()
