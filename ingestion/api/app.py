@@ -247,6 +247,7 @@ class IngestApi:
             sent_at, context = doc.get("sentAt"), doc.get("context")
         received_at = dt.datetime.now(dt.UTC)
         received_at_text = iso(received_at)
+        received_at_naive = received_at.replace(tzinfo=None)
         # Each message's JSON line and a newline, as two items: the committer joins them, so a
         # line is copied once on its way to the segment (and the stream takes lines[::2]).
         lines: list[bytes] = []
@@ -264,6 +265,7 @@ class IngestApi:
                 batch_sent_at=sent_at,
                 batch_context=context,
                 received_at_text=received_at_text,
+                received_at_naive=received_at_naive,
             )
             if len(line) > MAX_MESSAGE_BYTES:
                 raise HttpError(

@@ -84,3 +84,4 @@ def test_api_and_loader_agree_on_messages_with_text_that_is_not_valid_unicode(
 def test_corrected_timestamps_are_written_as_segment_does(moment: dt.datetime) -> None:
     """The skew-corrected timestamp is formatted by a faster path than ``iso``; same text."""
     assert _utc_text(moment) == iso(moment)
+    assert _utc_text(moment.replace(tzinfo=None)) == iso(moment)
