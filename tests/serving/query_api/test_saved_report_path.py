@@ -19,7 +19,7 @@ import pytest
 from common.keys import KeyStore
 from common.settings import REPORTS_DIR, Settings, load_settings
 from serving.query_api import QueryApi
-from serving.query_runner import QueryLimits, SharedSnapshot
+from serving.query_runner import QueryLimits, SharedSnapshot, _Watchdog
 from serving.snapshot import publish_snapshot
 from serving.sql_guard import QueryRefused
 from tests.serving.query_api.conftest import FIRST, LIMITS, TODAY, build_warehouse, serve_in_thread
@@ -117,6 +117,29 @@ def test_one_watchdog_times_out_queries_on_several_threads_and_drops_their_curso
         assert watchdogs
     finally:
         reader.close()
+
+
+def test_the_watchdog_calls_what_is_due_in_order_skips_what_is_cancelled_and_outlives_errors() -> (
+    None
+):
+    watchdog = _Watchdog()
+    called: list[str] = []
+    done = threading.Event()
+
+    def fail() -> None:
+        called.append("fail")
+        raise RuntimeError("interrupt of a closed cursor")
+
+    try:
+        late = watchdog.start(0.3, lambda: (called.append("late"), done.set()))
+        cancelled = watchdog.start(0.1, lambda: called.append("cancelled"))
+        watchdog.start(0.05, fail)
+        assert watchdog.cancel(cancelled) is True
+        assert done.wait(10)
+        assert called == ["fail", "late"]
+        assert watchdog.cancel(late) is False  # already called
+    finally:
+        watchdog.close()
 
 
 @pytest.fixture
