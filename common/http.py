@@ -9,7 +9,8 @@ loader's rule is ``common.contract.valid_utf8``, Python's UTF-8 decoding with re
 as here; this base layer cannot import a stage, and tests/ingestion/api/test_text.py keeps the
 two alike over real HTTP.) orjson reads the body first (the fast path for every request); the
 standard library gets only what orjson refuses. Hand-written because no HTTP library reads
-JSON this way. Reads no environment.
+JSON this way. ``log_access`` writes the one access-log line of the read routes. Reads no
+environment.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -127,3 +130,16 @@ def read_key(keys: KeyLookup, header: str) -> str:
             "`sluice keys create NAME --read`",
         )
     raise KeyRefused(401, "unknown or revoked read key")
+
+
+ACCESS_LOG = logging.getLogger("sluice.api.access")
+
+
+def log_access(
+    method: str, path: str, status: int, elapsed: float, fields: Mapping[str, Any]
+) -> None:
+    """One JSON line in the access log (``sluice.api.access``) for a request to a read route:
+    method, path, status, milliseconds and the route's own fields (never a key or a body)."""
+    if ACCESS_LOG.isEnabledFor(logging.INFO):
+        entry = {"method": method, "path": path, "status": status, "ms": round(elapsed * 1000, 2)}
+        ACCESS_LOG.info(json.dumps(entry | dict(fields), default=str))

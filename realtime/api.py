@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from common.http import KeyLookup, KeyRefused, read_key
+from common.http import KeyLookup, KeyRefused, log_access, read_key
 from common.metrics import LATENCY_BUCKETS
 from common.settings import Settings
 from realtime import read, store
@@ -52,8 +50,6 @@ NOT_RUNNING = (
 UNREADABLE = "the real-time store cannot be read right now; try again in a few seconds"
 # The lag figures cover the events committed in the last this many minutes.
 LAG_WINDOW = dt.timedelta(minutes=5)
-
-access_log = logging.getLogger("sluice.api.access")
 
 
 class LiveRefused(Exception):
@@ -250,10 +246,7 @@ class LiveApi:
     ) -> Response:
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
-        if access_log.isEnabledFor(logging.INFO):
-            entry: dict[str, Any] = {"method": request.method, "path": request.url.path}
-            entry |= {"status": response.status_code, "ms": round(elapsed * 1000, 2), **fields}
-            access_log.info(json.dumps(entry, default=str))
+        log_access(request.method, request.url.path, response.status_code, elapsed, fields)
         return response
 
     def figures(self, minutes: int) -> dict[str, Any]:

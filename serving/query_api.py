@@ -35,7 +35,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import logging
 import math
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -51,7 +50,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from common.http import KeyLookup, KeyRefused, MalformedBody, parse_json, read_key
+from common.http import KeyLookup, KeyRefused, MalformedBody, log_access, parse_json, read_key
 from common.metrics import LATENCY_BUCKETS
 from common.settings import REPO_DIR, REPORTS_DIR, Settings
 from serving.budgets import QueryBudgets
@@ -89,7 +88,6 @@ MAX_SQL_BYTES = 64 * 1024
 CONCURRENT_QUERIES = 2
 QUERY_BUCKETS = (*LATENCY_BUCKETS, 5.0, 10.0)
 
-access_log = logging.getLogger("sluice.api.access")
 
 SNAPSHOT_MISSING = (
     "no serving snapshot has been published yet; it is published after each build "
@@ -382,10 +380,7 @@ class QueryApi:
     ) -> Response:
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
-        if access_log.isEnabledFor(logging.INFO):
-            entry: dict[str, Any] = {"method": request.method, "path": request.url.path}
-            entry |= {"status": response.status_code, "ms": round(elapsed * 1000, 2), **fields}
-            access_log.info(json.dumps(entry, default=str))
+        log_access(request.method, request.url.path, response.status_code, elapsed, fields)
         return response
 
     def close(self) -> None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -31,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from common.http import KeyLookup, KeyRefused, read_key
+from common.http import KeyLookup, KeyRefused, log_access, read_key
 from common.settings import Settings
 from realtime import read
 from serving.query_api import QueryApi
@@ -68,8 +66,6 @@ left join marts.revenue_daily as revenue on dau.event_date = revenue.event_date
 where dau.event_date between $start and $end
 order by dau.event_date
 """
-
-access_log = logging.getLogger("sluice.api.access")
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -132,11 +128,8 @@ class DailyApi:
             response = _json({"error": error.message, "limit": error.limit}, error.status)
         else:
             response = _json(body)
-        if access_log.isEnabledFor(logging.INFO):
-            entry: dict[str, Any] = {"method": request.method, "path": request.url.path}
-            elapsed = round((time.perf_counter() - started) * 1000, 2)
-            entry |= {"status": response.status_code, "ms": elapsed, **fields}
-            access_log.info(json.dumps(entry, default=str))
+        elapsed = time.perf_counter() - started
+        log_access(request.method, request.url.path, response.status_code, elapsed, fields)
         return response
 
     def figures(self, days: int) -> dict[str, Any]:
