@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import Settings, load_settings
+from tests.receivers import smtp, webhook  # noqa: F401  (fixtures of every test)
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ from dagster._daemon.freshness import FreshnessDaemon
 from common.alerting import EventAlerts
 from common.settings import REPO_DIR, Settings
 from orchestration.alerts import SENSOR_NAME, build_alerts_sensor, evaluate
-from tests.realtime.test_alerts import Inbox, Webhook
+from tests.receivers import Inbox, Webhook
 
 START = dt.date(2026, 3, 1)
 

@@ -3,30 +3,21 @@ morning schedule. Reads the data directory built once for tests/serving (conftes
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import datetime as dt
-import email
-import email.policy
-import json
 import os
 import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import duckdb
 import pytest
-from aiosmtpd.controller import Controller
 
 from common.settings import REPORTS_DIR, Settings, SettingsError, load_settings
 from orchestration.definitions import build_definitions
@@ -40,6 +31,7 @@ from serving.reports import (
     write_report,
 )
 from serving.snapshot import connect_snapshot
+from tests.receivers import Inbox, Webhook
 from tests.serving.conftest import FIRST, LAST
 
 pytestmark = pytest.mark.slow
@@ -57,76 +49,6 @@ def sluice(
         timeout=120,
         env={**os.environ, **settings.subprocess_env(), "COLUMNS": "200", **(env or {})},
     )
-
-
-class Inbox:
-    """aiosmtpd handler: keeps every message the SMTP server on 127.0.0.1 receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.messages.append(parsed)  # type: ignore[arg-type]
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[int, Inbox]]:
-    inbox = Inbox()
-    with socket.socket() as probe:  # a free port (aiosmtpd checks readiness on the port given)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, inbox
-    finally:
-        controller.stop()
-
-
-class Webhook:
-    """A chat webhook on 127.0.0.1: keeps the JSON of every POST, answers ``status`` after
-    ``delay`` seconds."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.status = 200
-        self.delay = 0.0
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                assert self.headers["Content-Type"].startswith("application/json")
-                hook.posts.append(json.loads(self.rfile.read(length)))
-                time.sleep(hook.delay)
-                body = b"ok" if hook.status < 300 else b"invalid_token"
-                # A client that timed out has gone: nothing to answer.
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.send_response(hook.status)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/secret-token"
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    thread = threading.Thread(target=hook.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield hook
-    finally:
-        hook.server.shutdown()
-        hook.server.server_close()
-        thread.join(5)
 
 
 def snapshot_days(settings: Settings) -> tuple[dt.date, dt.date]:
@@ -339,9 +261,9 @@ def run_morning_schedule(built: Settings, defs: dg.Definitions) -> dg.ExecuteInP
 
 
 def test_the_morning_schedule_writes_and_mails_the_daily_summary_for_yesterday(
-    built: Settings, smtp_server: tuple[int, Inbox]
+    built: Settings, smtp: tuple[int, Inbox]
 ) -> None:
-    port, inbox = smtp_server
+    port, inbox = smtp
     mailing = dataclasses.replace(
         built, smtp_host="127.0.0.1", smtp_port=port, report_email_to=("team@example.com",)
     )
@@ -377,8 +299,8 @@ def test_the_morning_schedule_writes_and_mails_the_daily_summary_for_yesterday(
         assert next(message.iter_attachments()).get_content() == page.read_text()
 
 
-def test_report_run_email_mails_the_file(built: Settings, smtp_server: tuple[int, Inbox]) -> None:
-    port, inbox = smtp_server
+def test_report_run_email_mails_the_file(built: Settings, smtp: tuple[int, Inbox]) -> None:
+    port, inbox = smtp
     env = {"SLUICE_SMTP_HOST": "127.0.0.1", "SLUICE_SMTP_PORT": str(port)}
     env["SLUICE_REPORT_EMAIL_TO"] = "a@example.com, b@example.com"
     args = ("run", "signup_funnel", "--start", str(FIRST), "--end", str(LAST), "--format", "csv")

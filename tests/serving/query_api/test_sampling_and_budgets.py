@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from common.settings import Settings, load_settings
 from serving.query_api import QueryApi
 from serving.sampling import Sample, sample_tables
 from tests.ingestion.api.conftest import Server, free_port
-from tests.realtime.test_alerts import Webhook
+from tests.receivers import Webhook
 from tests.serving.query_api.conftest import (
     LIMITS,
     Clock,
@@ -41,16 +40,8 @@ BUDGETS = {
 
 
 @pytest.fixture
-def hook() -> Iterator[Webhook]:
-    webhook = Webhook()
-    thread = threading.Thread(target=webhook.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield webhook
-    finally:
-        webhook.server.shutdown()
-        webhook.server.server_close()
-        thread.join(5)
+def hook(webhook: Webhook) -> Webhook:
+    return webhook
 
 
 def _settings(tmp_path: Path, hook: Webhook) -> tuple[Settings, dict[str, str]]:
