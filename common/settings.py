@@ -145,6 +145,29 @@ def _query_budgets(variable: str, raw: str) -> str:
     return raw
 
 
+WAREHOUSE_ENGINES = ("duckdb", "spark")
+# The dbt target (dbt_project/profiles.yml) of each warehouse engine.
+DBT_TARGETS = {"duckdb": "dev", "spark": "spark"}
+_SPARK_MEMORY = re.compile(r"^\d+[kmgt]$")
+
+
+def _engine(variable: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in WAREHOUSE_ENGINES:
+        raise SettingsError(
+            f"{variable}={raw!r} is not a warehouse engine: use one of "
+            + ", ".join(WAREHOUSE_ENGINES)
+        )
+    return value
+
+
+def _spark_memory(variable: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if not _SPARK_MEMORY.match(value):
+        raise SettingsError(f"{variable}={raw!r} is not a JVM memory size: use e.g. 512m or 2g")
+    return value
+
+
 def _postgres_url(variable: str, raw: str) -> str:
     parts = urllib.parse.urlsplit(raw)
     if (
@@ -205,7 +228,8 @@ class Settings:
         "the one folder holding all state: `landing/`, `warehouse/sluice.duckdb`, "
         "`serving/sluice.duckdb`, `reports/`, `dlt/`, `dbt/target/` (dbt's manifest and recent "
         "runs), `dagster/` (the Dagster home), `realtime/` (`sluice stream`'s windows and "
-        "alert state)",
+        "alert state); with the Spark engine also `lake/` (raw Parquet) and `spark/` (the "
+        "cluster's metastore, tables and logs)",
         values="a folder without a quote (`'`) in its path",
         shown_default=f"`{DEFAULT_DATA_DIR}`",
     )
@@ -255,9 +279,6 @@ class Settings:
         "the `retention` job drops the days older than this from the marts (and so from the "
         "next serving snapshot); 0 keeps every day",
         minimum=0,
-    )
-    dbt_target: str = setting(
-        "SLUICE_DBT_TARGET", "dev", "dbt target of `dbt_project/profiles.yml`"
     )
     # Past the limit DuckDB spills sorts, joins and the window's temporary tables to
     # <warehouse>.tmp instead of growing, so a build of a big day stays within it (plus about
@@ -469,6 +490,83 @@ class Settings:
         minimum=0,
     )
 
+    # The warehouse engine (docs/scale-out.md): DuckDB on one machine, or a Spark cluster
+    # (`sluice spark up`) for a team whose events outgrow one machine.
+    warehouse_engine: str = setting(
+        "SLUICE_WAREHOUSE_ENGINE",
+        "duckdb",
+        "where dlt lands raw events and dbt builds the facts and marts: `duckdb` (the file "
+        "`warehouse/sluice.duckdb`) or `spark` (Parquet in `lake/`, built by the Spark "
+        "cluster of `sluice spark up` through its Thrift server)",
+        check=_engine,
+        values="`duckdb` or `spark`",
+    )
+    spark_master_port: int = setting(
+        "SLUICE_SPARK_MASTER_PORT",
+        7077,
+        "port of the standalone Spark master that `sluice spark up` starts on 127.0.0.1",
+        minimum=1,
+    )
+    spark_ui_port: int = setting(
+        "SLUICE_SPARK_UI_PORT",
+        8090,
+        "port of the Spark master's web UI (the workers' and the Thrift server's UIs take "
+        "free ports)",
+        minimum=1,
+    )
+    spark_thrift_port: int = setting(
+        "SLUICE_SPARK_THRIFT_PORT",
+        10000,
+        "port of the Spark Thrift server (HiveServer2 protocol) that dbt connects to",
+        minimum=1,
+    )
+    spark_workers: int = setting(
+        "SLUICE_SPARK_WORKERS",
+        2,
+        "how many Spark workers `sluice spark up` starts on this machine",
+        minimum=1,
+    )
+    spark_worker_cores: int = setting(
+        "SLUICE_SPARK_WORKER_CORES",
+        1,
+        "cores each Spark worker offers to the cluster",
+        minimum=1,
+    )
+    spark_worker_memory: str = setting(
+        "SLUICE_SPARK_WORKER_MEMORY",
+        "1g",
+        "memory each Spark worker offers to its executor",
+        check=_spark_memory,
+        values="a JVM size such as `512m` or `2g`",
+    )
+    spark_driver_memory: str = setting(
+        "SLUICE_SPARK_DRIVER_MEMORY",
+        "1g",
+        "heap of the Thrift server, the Spark driver that plans every dbt statement",
+        check=_spark_memory,
+        values="a JVM size such as `512m` or `2g`",
+    )
+
+    @property
+    def dbt_target(self) -> str:
+        """The dbt target of the warehouse engine (dbt_project/profiles.yml)."""
+        return DBT_TARGETS[self.warehouse_engine]
+
+    @property
+    def lake_dir(self) -> Path:
+        """Spark engine: dlt's filesystem destination; raw tables are Parquet under it."""
+        return self.data_dir / "lake"
+
+    @property
+    def spark_dir(self) -> Path:
+        """Spark engine: the cluster's metastore, warehouse (facts and marts), logs and pids."""
+        return self.data_dir / "spark"
+
+    @property
+    def spark_warehouse_dir(self) -> Path:
+        """Spark engine: where Spark keeps the tables dbt builds (one folder per schema)."""
+        return self.spark_dir / "warehouse"
+
     @property
     def landing_dir(self) -> Path:
         return self.data_dir / "landing"
@@ -572,6 +670,9 @@ class Settings:
             "SLUICE_DATA_DIR": str(self.data_dir),
             "SLUICE_START_DATE": self.start_date.isoformat(),
             "SLUICE_WAREHOUSE_PATH": str(self.warehouse_path),
+            "SLUICE_WAREHOUSE_ENGINE": self.warehouse_engine,
+            "SLUICE_LAKE_DIR": str(self.lake_dir),
+            "SLUICE_SPARK_THRIFT_PORT": str(self.spark_thrift_port),
             "SLUICE_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "SLUICE_DUCKDB_THREADS": str(self.duckdb_threads),
             "DBT_TARGET_PATH": str(self.dbt_target_dir),
