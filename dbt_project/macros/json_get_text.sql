@@ -15,3 +15,10 @@
 {% macro duckdb__json_get_text(json_column, field) -%}
     json_extract_string({{ json_column }}, '$."{{ field }}"')
 {%- endmacro %}
+
+
+{#- Spark keeps JSON as text (the lake's Parquet strings); get_json_object gives a nested
+    value as JSON text and a string without its quotes, as DuckDB's json_extract_string does. -#}
+{% macro spark__json_get_text(json_column, field) -%}
+    get_json_object({{ json_column }}, '$.{{ field }}')
+{%- endmacro %}

@@ -24,7 +24,7 @@
         ) -%}
         {%- if relation is not none -%}
             {%- set rows = run_query(
-                'select layer, cast(dropped_before as varchar), setting from ' ~ relation
+                'select layer, cast(dropped_before as string), setting from ' ~ relation
             ) -%}
             {%- for row in rows -%}
                 {%- do horizons.update({row[0]: {

@@ -26,7 +26,7 @@ retention_weekly as (
 rolling_broken as (
     select
         'wau_mau' as mart,
-        cast(wau_mau.event_date as varchar) as row_key
+        cast(wau_mau.event_date as string) as row_key
     from wau_mau
     left join dau
         on wau_mau.event_date = dau.event_date
@@ -38,7 +38,7 @@ rolling_broken as (
 funnel_broken as (
     select
         'funnel_daily' as mart,
-        cast(event_date as varchar) as row_key
+        cast(event_date as string) as row_key
     from funnel_daily
     where not (ordered_within_7d <= used_feature_within_7d and used_feature_within_7d <= signed_up)
 ),
@@ -46,7 +46,7 @@ funnel_broken as (
 retention_broken as (
     select
         'retention_weekly' as mart,
-        cast(cohort_week as varchar) as row_key
+        cast(cohort_week as string) as row_key
     from retention_weekly
     where
         retained_users > cohort_users

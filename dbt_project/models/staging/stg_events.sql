@@ -17,7 +17,7 @@ renamed as (
         anonymous_id,
         coalesce(user_id, anonymous_id) as user_key,
         {{ utc_timestamp('timestamp') }} as event_at,
-        {{ utc_date('timestamp') }} as event_date,
+        {{ raw_event_date('timestamp') }} as event_date,
         {{ utc_timestamp('sent_at') }} as sent_at,
         {{ utc_timestamp('received_at') }} as received_at,
         type in ('track', 'page', 'screen') as is_active_event,
