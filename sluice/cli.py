@@ -491,6 +491,80 @@ def slo() -> None:
 
 
 @main.group()
+def spark() -> None:
+    """The Spark engine's cluster on this machine (SLUICE_WAREHOUSE_ENGINE=spark): a master,
+    SLUICE_SPARK_WORKERS workers and the Thrift server that dbt connects to."""
+
+
+@spark.command("up")
+def spark_up() -> None:
+    """Start the cluster and wait until every worker and the Thrift server answer."""
+    import time
+
+    from common.spark import SparkError, up
+
+    settings = _settings()
+    began = time.monotonic()
+    try:
+        with console.status("starting the Spark cluster"):
+            started = up(settings)
+    except SparkError as error:
+        _fail(str(error))
+    if started is None:
+        console.print(
+            f"the Spark cluster of {settings.spark_dir} already runs (see `sluice spark "
+            "status`; `sluice spark down` stops it)"
+        )
+        return
+    console.print(
+        f"Spark cluster up in {time.monotonic() - began:.0f} s: master {started.master_url} "
+        f"(web UI {started.ui_url}), {started.workers_alive} workers, Thrift server "
+        f"{started.thrift_url}; logs in {settings.spark_dir / 'logs'}"
+    )
+
+
+@spark.command("down")
+def spark_down() -> None:
+    """Stop the Thrift server, the workers and the master."""
+    from common.spark import down
+
+    settings = _settings()
+    with console.status("stopping the Spark cluster"):
+        stopped = down(settings)
+    if stopped:
+        console.print(f"stopped {', '.join(stopped)}")
+    else:
+        console.print(f"no Spark cluster of {settings.spark_dir} was running")
+
+
+@spark.command("status")
+def spark_status() -> None:
+    """Each process of the cluster, the workers the master lists, and whether the Thrift
+    server answers; exits 1 unless all of it is up."""
+    from common.spark import status as cluster_status
+
+    settings = _settings()
+    report = cluster_status(settings)
+    table = Table(title=f"Spark cluster ({settings.spark_dir})")
+    for column in ("process", "pid", "state", "log"):
+        table.add_column(column)
+    for process in report.processes:
+        state = "running" if process.alive else "stopped"
+        table.add_row(process.name, str(process.pid or ""), state, str(process.log))
+    console.print(table)
+    listed = "?" if report.workers_alive is None else str(report.workers_alive)
+    console.print(
+        f"master {report.master_url} (web UI {report.ui_url}): {listed} of "
+        f"{report.workers_expected} workers alive",
+        markup=False,
+    )
+    answering = "answers" if report.thrift_answering else "does not answer"
+    console.print(f"Thrift server {report.thrift_url} {answering}", markup=False)
+    if not report.up:
+        sys.exit(1)
+
+
+@main.group()
 def keys() -> None:
     """Keys of sluice serve, stored as hashes only: write keys (one per source) send events,
     read keys (--read) read the query API and the dashboard."""
