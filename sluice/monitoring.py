@@ -220,9 +220,9 @@ def landing_backlog(settings: Settings, now: float) -> LandingBacklog:
     """The closed landing files no load has taken yet, by the load's dlt state (as the
     landing sensor asks), never the warehouse."""
     from ingestion.landing.helpers import new_landing_files
-    from ingestion.pipeline import PIPELINE_NAME
+    from ingestion.pipeline import pipeline_name
 
-    waiting = new_landing_files(settings.landing_dir, settings.dlt_dir, PIPELINE_NAME)
+    waiting = new_landing_files(settings.landing_dir, settings.dlt_dir, pipeline_name(settings))
     closed = []
     for name in waiting:
         with contextlib.suppress(FileNotFoundError):

@@ -329,9 +329,9 @@ class IngestApi:
     def segments_waiting(self) -> int:
         """Closed API segments not yet in the load's dlt state (read, never the warehouse)."""
         from ingestion.landing.helpers import new_landing_files
-        from ingestion.pipeline import PIPELINE_NAME
+        from ingestion.pipeline import pipeline_name
 
         settings = self.settings
         sources = settings.api_sources_dir.relative_to(settings.landing_dir).as_posix() + "/"
-        waiting = new_landing_files(settings.landing_dir, settings.dlt_dir, PIPELINE_NAME)
+        waiting = new_landing_files(settings.landing_dir, settings.dlt_dir, pipeline_name(settings))
         return sum(name.startswith(sources) for name in waiting)

@@ -1,12 +1,15 @@
 """The dlt source that loads landing files into the warehouse's ``raw`` schema.
 
 One resource, ``landing_files``, walks the landing folder and loads each file exactly once:
-the names of loaded files live in the resource's dlt state, which dlt commits together with
-the data. Valid messages go to ``raw.events``; lines that break the event contract
-(``common.contract``) go to ``raw.rejected_events``. DuckDB writes the rows of each batch
-of files as Parquet into a staging folder in the pipeline's working folder, and dlt imports
+the names of loaded files live in the resource's dlt state, which the destination takes at
+the end of the same load (a crash in between can load a file twice: see
+``ingestion.pipeline``). Valid messages go to ``raw.events``; lines that break the event
+contract (``common.contract``) go to ``raw.rejected_events``. DuckDB writes the rows of each
+batch of files as Parquet into a staging folder in the pipeline's working folder, and dlt imports
 those files as they are (``dlt.mark.with_file_import``): the rows are never converted in
-Python nor written twice.
+Python nor written twice. The source takes the shape of the destination it runs into: on the
+lake (dlt's filesystem destination, the Spark engine) the events also carry ``event_date``
+and form a Delta table partitioned by it, and the rejected lines are plain Parquet files.
 
 The source needs one argument, the landing folder, and reads no configuration of its own.
 Its constants are in ``settings`` (``LANDING_SUFFIX``, ``SOURCES_FOLDER``, ``FILES_SOURCE``,
@@ -31,9 +34,10 @@ from ingestion.landing.helpers import (
     batches,
     import_staged,
     new_files,
+    on_lake,
     stage_files,
 )
-from ingestion.landing.queries import RAW_EVENTS_COLUMNS
+from ingestion.landing.queries import EVENT_DATE_COLUMN, RAW_EVENTS_COLUMNS
 from ingestion.landing.settings import (
     BATCH_BYTES,
     EVENTS_TABLE,
@@ -73,8 +77,9 @@ def landing_file_contents(landing_dir: str, report: LoadReport) -> Iterator[Stag
     # behind here is already in the warehouse or in that package.
     staging = Path(dlt.current.pipeline().working_dir) / STAGING_FOLDER
     shutil.rmtree(staging, ignore_errors=True)
+    event_date = on_lake()
     for batch in batches(new_files(root, loaded, report), BATCH_BYTES):
-        staged = stage_files(batch, loaded_at, staging)
+        staged = stage_files(batch, loaded_at, staging, event_date=event_date)
         for name, (rows, rejected) in staged.rows_by_file.items():
             # A big file spans several batches: its counts add up.
             entry = loaded.setdefault(name, {"loaded_at": loaded_at.isoformat()})
@@ -87,7 +92,13 @@ def landing_file_contents(landing_dir: str, report: LoadReport) -> Iterator[Stag
 @dlt.transformer(name=EVENTS_TABLE, write_disposition="append", columns=EVENT_HINTS)
 def events(staged: StagedFiles) -> Iterator[Any]:
     """Messages that meet the event contract."""
-    if staged.accepted_rows:
+    if not staged.accepted_rows:
+        return
+    if on_lake():
+        yield import_staged(
+            staged.accepted, staged.accepted_rows, EVENT_DATE_COLUMN, columns=EVENT_HINTS
+        )
+    else:
         yield import_staged(staged.accepted, staged.accepted_rows)
 
 

@@ -6,7 +6,9 @@ has DuckDB write the rows straight to Parquet; tests and tools can take Arrow ta
 (``parse_files``). A line that breaks the contract becomes a rejected row with the file, line
 number, reason and raw text; the valid lines of the same file are kept.
 ``new_landing_files`` tells a sensor which files no load has taken yet, from dlt's local
-state. Reads no environment.
+state of the engine's pipeline (``ingestion.pipeline.pipeline_name``). On the lake (dlt's
+filesystem destination, the Spark engine; ``on_lake``) the accepted rows also carry their
+``event_date`` and go into a Delta table partitioned by it. Reads no environment.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import dlt
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from dlt.common.libs.pyarrow import py_arrow_to_table_schema_columns
+from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.pipeline.exceptions import CannotRestorePipelineException
 
 from common.contract import LANDING_SUFFIX, valid_utf8
@@ -233,11 +237,14 @@ def parse_file(path: Path, source_file: str, loaded_at: object) -> ParsedFiles:
     return parse_files([(path, source_file)], loaded_at)
 
 
-def stage_files(pieces: list[Piece], loaded_at: object, out_dir: Path) -> StagedFiles:
+def stage_files(
+    pieces: list[Piece], loaded_at: object, out_dir: Path, event_date: bool = False
+) -> StagedFiles:
     """Validate a batch (see ``batches``); DuckDB writes the rows to Parquet files in ``out_dir``.
 
     This is the loader's path: no Arrow table is handed to Python, and dlt imports the files
-    as they are (a hard link) instead of writing the rows again.
+    as they are (a hard link) instead of writing the rows again. With ``event_date`` the
+    accepted rows get the column the lake partitions them by (``queries.EVENT_DATE``).
     """
     names = list(dict.fromkeys(piece.source_file for piece in pieces))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +256,8 @@ def stage_files(pieces: list[Piece], loaded_at: object, out_dir: Path) -> Staged
         # Without this DuckDB marks a column NOT NULL in a file where it saw no null, and dlt
         # rewrites every file whose nullability differs from the table's.
         con.execute("set disabled_optimizers = 'statistics_propagation'")
-        con.execute(f"copy ({queries.ACCEPTED_SQL}) to '{accepted_path}' (format parquet)", params)
+        accepted_sql = queries.ACCEPTED_WITH_EVENT_DATE_SQL if event_date else queries.ACCEPTED_SQL
+        con.execute(f"copy ({accepted_sql}) to '{accepted_path}' (format parquet)", params)
         con.execute(f"copy ({queries.REJECTED_SQL}) to '{rejected_path}' (format parquet)", params)
         dates, rows = _summary(con, names)
         reasons = {reason: int(n) for reason, n in con.execute(queries.REASONS_SQL).fetchall()}
@@ -317,10 +325,36 @@ def new_files(root: Path, loaded: dict[str, Any], report: LoadReport) -> list[tu
     return new
 
 
-def import_staged(path: Path, rows: int) -> Any:
-    """A staged Parquet file for dlt to take as is; its own schema gives the column types."""
+def on_lake() -> bool:
+    """Whether the running pipeline writes to the lake (dlt's filesystem destination, the
+    Spark engine's, ``ingestion.pipeline``) rather than into the DuckDB warehouse."""
+    destination = dlt.current.pipeline().destination
+    return destination is not None and destination.destination_name == "filesystem"
+
+
+def import_staged(
+    path: Path,
+    rows: int,
+    partition_by: str | None = None,
+    columns: TTableSchemaColumns | None = None,
+) -> Any:
+    """A staged Parquet file for dlt to take as is; its own schema gives the column types.
+
+    With ``partition_by`` the table is a Delta table partitioned by that column: on dlt's
+    filesystem destination only table formats write partition folders. dlt imports the staged
+    file into it as well (its Delta job reads the package's Parquet files with Arrow).
+    ``columns`` are the resource's own column hints, kept over the file's types."""
     schema = pq.read_schema(path)
     if not rows:
         # An empty Arrow table still creates the table (an imported empty file does not).
         return schema.empty_table()
-    return dlt.mark.with_file_import(str(path), "parquet", rows, hints=schema.empty_table())
+    if partition_by is None:
+        return dlt.mark.with_file_import(str(path), "parquet", rows, hints=schema.empty_table())
+    # The hints are a dlt table schema here (with_file_import takes an Arrow table or hints,
+    # not both), so the column types come from the file's schema through dlt's own mapping.
+    table = py_arrow_to_table_schema_columns(schema)
+    for name, hint in (columns or {}).items():
+        table[name] = {**table[name], **hint}
+    table[partition_by]["partition"] = True
+    hints = dlt.mark.make_hints(table_format="delta", columns=table)
+    return dlt.mark.with_file_import(str(path), "parquet", rows, hints=hints)

@@ -236,6 +236,20 @@ from checked
 where reason is null
 """
 
+# The event's day: the UTC date of its timestamp (the connection's time zone is UTC), as the
+# load reports it and dbt's staging model computes it on DuckDB (utc_date).
+EVENT_DATE = "cast(timestamp as date)"
+# Spark engine: the lake's raw/events also holds the day, the column its folders are
+# partitioned by (ingestion/pipeline.py); DuckDB's raw.events does not.
+EVENT_DATE_COLUMN = "event_date"
+ACCEPTED_WITH_EVENT_DATE_SQL = f"""
+select
+    {_ACCEPTED_COLUMNS},
+    {EVENT_DATE} as {EVENT_DATE_COLUMN}
+from checked
+where reason is null
+"""
+
 REJECTED_SQL = f"""
 select
     {_REJECTED_COLUMNS}
@@ -246,8 +260,8 @@ where checked.reason is not null
 order by checked.source_file, checked.line_number
 """
 
-DATES_SQL = """
-select cast(cast(timestamp as date) as varchar) as event_date, count(*) as events
+DATES_SQL = f"""
+select cast({EVENT_DATE} as varchar) as event_date, count(*) as events
 from checked
 where reason is null
 group by all

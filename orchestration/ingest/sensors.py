@@ -6,7 +6,7 @@ import dagster as dg
 
 from common.settings import Settings
 from ingestion.landing.helpers import new_landing_files
-from ingestion.pipeline import PIPELINE_NAME
+from ingestion.pipeline import pipeline_name
 from orchestration.lib import AssetJob
 
 
@@ -22,7 +22,7 @@ def build_landing_sensor(settings: Settings, load_job: AssetJob) -> dg.SensorDef
         ),
     )
     def landing_files_sensor(context: dg.SensorEvaluationContext):
-        new = new_landing_files(settings.landing_dir, settings.dlt_dir, PIPELINE_NAME)
+        new = new_landing_files(settings.landing_dir, settings.dlt_dir, pipeline_name(settings))
         if not new:
             return dg.SkipReason(f"every closed landing file in {settings.landing_dir} is loaded")
         # One run per set of new files: a tick while that run is queued asks for the same.

@@ -24,7 +24,7 @@ import duckdb
 
 from common.settings import Settings
 from ingestion.landing.helpers import loaded_landing_files
-from ingestion.pipeline import PIPELINE_NAME
+from ingestion.pipeline import pipeline_name
 from orchestration.maintain.horizons import (
     HORIZONS_TABLE,
     LANDING_DAYS_FIELD,
@@ -262,7 +262,7 @@ def _landing(settings: Settings, today: dt.date, apply: bool) -> list[LandingDro
     # A file goes once a load took it and `days` full days have passed since that load's day.
     before = today - dt.timedelta(days=days)
     dropped = []
-    loaded = loaded_landing_files(settings.dlt_dir, PIPELINE_NAME)
+    loaded = loaded_landing_files(settings.dlt_dir, pipeline_name(settings))
     for name, entry in sorted(loaded.items()):
         loaded_at = dt.datetime.fromisoformat(str(entry.get("loaded_at")))
         path: Path = settings.landing_dir / name
