@@ -34,6 +34,7 @@ from bench import (
     realtime,
     report,
     retention,
+    spark,
 )
 from bench.context import Context
 from bench.measure import MismatchError
@@ -51,6 +52,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "serving": ingest.run_serving,
     "realtime": realtime.run,
     "retention": retention.run,
+    "spark": spark.run,
 }
 
 

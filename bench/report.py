@@ -74,6 +74,8 @@ def _ratio(value: float | None) -> str:
 def _benchmark_markdown(key: str, result: dict[str, Any], run: dict[str, Any]) -> list[str]:
     if "error" in result:
         return [f"### {key}", "", f"**Failed:** `{result['error']}`", ""]
+    if "skipped" in result:
+        return [f"### {key}", "", f"Skipped: {result['skipped']}.", ""]
     met = result.get("met")
     verdict = "met" if met else ("not met" if met is False else "no target")
     lines = [

@@ -96,7 +96,8 @@ def baseline_marts(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def sluice_materialize(params: dict[str, Any]) -> dict[str, Any]:
-    """Landing to marts through Dagster: ``sluice materialize --start .. --end ..``."""
+    """Landing to marts through Dagster: ``sluice materialize --start .. --end ..`` (``job``:
+    another job over the range, ``build`` say; ``steps``: also report each step's seconds)."""
     from common.settings import load_settings
     from orchestration.prepare import prepare
     from sluice.runs import materialize_range
@@ -105,12 +106,34 @@ def sluice_materialize(params: dict[str, Any]) -> dict[str, Any]:
     prepare(settings)  # what `make` does before any command: not part of the run
     started = time.perf_counter()
     outcome = materialize_range(
-        settings, dt.date.fromisoformat(params["first"]), dt.date.fromisoformat(params["last"])
+        settings,
+        dt.date.fromisoformat(params["first"]),
+        dt.date.fromisoformat(params["last"]),
+        params.get("job", "elt"),
     )
     seconds = time.perf_counter() - started
     if not outcome.success:
         raise RuntimeError(f"materialize failed: {outcome.message}")
-    return {"seconds": seconds, "run_id": outcome.run_id}
+    result: dict[str, Any] = {"seconds": seconds, "run_id": outcome.run_id}
+    if params.get("steps"):
+        result["steps"] = _step_seconds(settings, outcome.run_id)
+    return result
+
+
+def _step_seconds(settings: Any, run_id: str) -> dict[str, float]:
+    """Seconds of each step of a finished run (the load, the dbt build, the snapshot), from
+    the data directory's Dagster instance: read after the run, outside its timing."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
+    try:
+        return {
+            stat.step_key: stat.end_time - stat.start_time
+            for stat in instance.get_run_step_stats(run_id)
+            if stat.start_time is not None and stat.end_time is not None
+        }
+    finally:
+        instance.dispose()
 
 
 TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
