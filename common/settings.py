@@ -53,7 +53,11 @@ RAW_EVENTS_TABLE = "events"
 RAW_REJECTED_TABLE = "rejected_events"
 MARTS_SCHEMA = "marts"
 
-# The dagster pool that every asset opening the warehouse joins; its limit is 1.
+# The dagster pool that every asset opening the warehouse joins; its limit is 1. On DuckDB
+# because the file has one writer. On Spark too: replace_window drops a window's partitions and
+# then overwrites them dynamically, fct_events reads the days next to its window, and Spark's
+# Derby metastore lives in the one Thrift server, so two windows built side by side could see
+# each other half-done. (The name predates Spark; renaming it would change every asset's spec.)
 WAREHOUSE_POOL = "duckdb_warehouse"
 
 START_DATE_FILE = "start_date"

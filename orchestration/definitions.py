@@ -2,7 +2,9 @@
 
 Settings come from ``common.settings`` (the environment). Every asset that opens the
 warehouse joins the pool ``duckdb_warehouse``, whose limit of 1 is set in the instance's
-``dagster.yaml``; jobs run in process because a subprocess per step costs seconds.
+``dagster.yaml`` (on either engine: ``WAREHOUSE_POOL`` says why); jobs run in process because a
+subprocess per step costs seconds. The same assets and jobs run on DuckDB and on Spark
+(``SLUICE_WAREHOUSE_ENGINE``); the retention and compaction schedules exist on DuckDB only.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             ),
             build_reports_schedule(reports_job),
-            *build_maintain_schedules(retention_job, compact_job),
+            *build_maintain_schedules(settings, retention_job, compact_job),
         ],
         sensors=[
             build_landing_sensor(settings, load_job),

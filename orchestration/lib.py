@@ -1,16 +1,20 @@
-"""Helpers every stage shares: partitions, the dbt translator, asset ownership and freshness.
+"""Helpers every stage shares: partitions, the dbt translator, asset ownership and freshness,
+and reads of the built tables on the warehouse engine (``read_warehouse``).
 
 Nothing here reads the environment; callers pass a ``Settings``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
 import dagster as dg
+import duckdb
+import pandas as pd
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
@@ -140,6 +144,60 @@ def late_days(
     cutoff = (today - timedelta(days=lookback_days)).isoformat()
     touched = sorted(day for day in events_by_date if day in built_partitions)
     return [d for d in touched if d >= cutoff], [d for d in touched if d < cutoff]
+
+
+SPARK = "spark"
+
+
+class WarehouseReader:
+    """Read-only SQL on the warehouse engine's built tables: the DuckDB file, or Spark's tables
+    through its Thrift server. Queries use the SQL both engines share (``date '...'``
+    literals from ``sql_date``, ``cast(... as string)``, ``group by all``): PyHive has no
+    ``?`` parameters."""
+
+    def __init__(self, engine: str, cursor: Any) -> None:
+        self.engine = engine
+        self._cursor = cursor
+
+    def quote(self, name: str) -> str:
+        """An identifier, quoted as the engine quotes one."""
+        if self.engine == SPARK:
+            return "`" + name.replace("`", "``") + "`"
+        return '"' + name.replace('"', '""') + '"'
+
+    def table(self, schema: str, name: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(name)}"
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        self._cursor.execute(sql)
+        return [tuple(row) for row in self._cursor.fetchall()]
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        self._cursor.execute(sql)
+        names = [column[0] for column in self._cursor.description]
+        return pd.DataFrame(self._cursor.fetchall(), columns=names)
+
+
+def sql_date(day: dt.date) -> str:
+    """A date literal both engines read (a ``date``, so nothing from outside is inlined)."""
+    return f"date '{dt.date.fromordinal(day.toordinal()).isoformat()}'"
+
+
+@contextlib.contextmanager
+def read_warehouse(settings: Settings) -> Iterator[WarehouseReader]:
+    """A reader of the engine's tables: the DuckDB warehouse opened read-only (once dbt has
+    released it), or a connection to Spark's Thrift server (``common.spark``)."""
+    if settings.warehouse_engine == SPARK:
+        from common.spark import thrift_connection
+
+        connection = thrift_connection(settings)
+        try:
+            yield WarehouseReader(SPARK, connection.cursor())
+        finally:
+            connection.close()
+    else:
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            yield WarehouseReader(settings.warehouse_engine, con)
 
 
 # What `dg.define_asset_job` returns; dagster does not export the class at the top level.

@@ -15,16 +15,23 @@ table has that column), and a ``current`` symlink that is swapped to each new ve
 version folder is on disk (every file and folder fsynced) before it is renamed into place, and
 the link is swapped the same durable way.
 
+The marts come from the DuckDB warehouse (``publish_snapshot``) or, on the Spark engine, from
+the Parquet folders Spark keeps its tables in (``publish_snapshot_from_parquet``: DuckDB reads
+the files, Hive partition folders included, and casts each column to the type the caller
+gives, in the caller's order, so both engines publish the same tables). Either way one writer
+(``_copy_tables``) writes the file, its ``sluice_meta`` and the same durable swap.
+
 Reads nothing from the environment: callers pass the paths (``Settings.warehouse_path`` and
-``Settings.serving_path``).
+``Settings.serving_path``), or the tables' folders and columns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,32 +59,35 @@ class SnapshotVersion:
     row_counts: dict[str, int]  # "marts.dau" -> rows
 
 
+def _literal_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+    return _literal_text(str(path))
 
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# Each table the snapshot copies: (schema, table, a query of its rows on the connection).
+Sources = list[tuple[str, str, str]]
+
+
 def _copy_tables(
-    warehouse: Path, target: Path, run_id: str, schemas: Sequence[str]
+    target: Path, run_id: str, sources: Callable[[duckdb.DuckDBPyConnection], Sources]
 ) -> SnapshotVersion:
+    """Write the snapshot file: every table ``sources`` lists (it may attach what its queries
+    read), then ``sluice_meta``."""
     built_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     counts: dict[str, int] = {}
     with duckdb.connect() as con:
-        con.execute(f"attach {_literal(warehouse)} as warehouse (read_only)")
         con.execute(f"attach {_literal(target)} as snap (storage_version '{STORAGE_VERSION}')")
-        tables = con.execute(
-            "select schema_name, table_name from duckdb_tables() "
-            "where database_name = 'warehouse' and list_contains(?, schema_name) "
-            "order by all",
-            [list(schemas)],
-        ).fetchall()
-        for schema, table in tables:
+        for schema, table, query in sources(con):
             name = f"{_quoted(schema)}.{_quoted(table)}"
             con.execute(f"create schema if not exists snap.{_quoted(schema)}")
-            con.execute(f"create table snap.{name} as select * from warehouse.{name}")
+            con.execute(f"create table snap.{name} as {query}")
             row = con.execute(f"select count(*) from snap.{name}").fetchone()
             counts[f"{schema}.{table}"] = int(row[0]) if row else 0
         con.execute(f"create schema snap.{META_SCHEMA}")
@@ -102,8 +112,23 @@ def _copy_tables(
         # Everything into the main file now: a leftover .wal would not travel with the rename.
         con.execute("checkpoint snap")
         con.execute("detach snap")
-        con.execute("detach warehouse")
     return SnapshotVersion(run_id=run_id, built_at=built_at, row_counts=counts)
+
+
+def _publish(
+    target: Path, run_id: str, sources: Callable[[duckdb.DuckDBPyConnection], Sources]
+) -> SnapshotVersion:
+    """Write the snapshot into a new file beside ``target``, then swap it in."""
+    with temporary_beside(target, suffix=".partial") as partial:
+        wal = partial.with_name(partial.name + ".wal")
+        try:
+            version = _copy_tables(partial, run_id, sources)
+            # DuckDB wrote the file, not a handle of ours: on disk before the rename.
+            fsync_path(partial)
+            replace_durably(partial, target)
+        finally:
+            wal.unlink(missing_ok=True)
+    return version
 
 
 def publish_snapshot(
@@ -114,16 +139,107 @@ def publish_snapshot(
         raise FileNotFoundError(
             f"no warehouse at {warehouse}; build the marts first (`sluice materialize`)"
         )
-    with temporary_beside(target, suffix=".partial") as partial:
-        wal = partial.with_name(partial.name + ".wal")
-        try:
-            version = _copy_tables(warehouse, partial, run_id, schemas)
-            # DuckDB wrote the file, not a handle of ours: on disk before the rename.
-            fsync_path(partial)
-            replace_durably(partial, target)
-        finally:
-            wal.unlink(missing_ok=True)
-    return version
+
+    def sources(con: duckdb.DuckDBPyConnection) -> Sources:
+        con.execute(f"attach {_literal(warehouse)} as warehouse (read_only)")
+        tables = con.execute(
+            "select schema_name, table_name from duckdb_tables() "
+            "where database_name = 'warehouse' and list_contains(?, schema_name) "
+            "order by all",
+            [list(schemas)],
+        ).fetchall()
+        return [
+            (schema, table, f"select * from warehouse.{_quoted(schema)}.{_quoted(table)}")
+            for schema, table in tables
+        ]
+
+    return _publish(target, run_id, sources)
+
+
+# The folder name Hive and Spark give the partition of a null value.
+HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*(\([0-9, ]+\))?")
+
+
+@dataclass(frozen=True)
+class ParquetTable:
+    """A table kept as Parquet files under a folder, as Spark keeps its tables: what the
+    snapshot copies from it."""
+
+    schema: str
+    name: str
+    location: Path
+    # (column, SQL type) in the order the snapshot keeps. Each value is cast to the type, so
+    # a type both engines' contracts declare gives the column DuckDB's engine gives it.
+    columns: tuple[tuple[str, str], ...]
+    # The Hive partition columns (folders ``<column>=<value>/``, outermost first); their
+    # values come from the folder names, not the files.
+    partition_columns: tuple[str, ...] = ()
+
+
+def parquet_files(table: ParquetTable) -> list[Path]:
+    """The table's data files: ``*.parquet`` in the folders of its partition columns, leaving
+    out hidden and underscore names (Spark's ``_SUCCESS``, ``.crc`` checksums, the
+    ``_temporary`` and ``.spark-staging-*`` folders of a write under way)."""
+    pattern = "/".join([*(f"{column}=*" for column in table.partition_columns), "*.parquet"])
+    return sorted(
+        path
+        for path in table.location.glob(pattern)
+        if path.is_file()
+        and not any(part.startswith((".", "_")) for part in path.relative_to(table.location).parts)
+    )
+
+
+def _parquet_query(table: ParquetTable) -> str:
+    """A query of the table's rows in its column order and types; no rows without files."""
+    for column, kind in table.columns:
+        if not _TYPE.fullmatch(kind):
+            raise ValueError(f"{table.schema}.{table.name}.{column}: {kind!r} is not a SQL type")
+    unknown = set(table.partition_columns) - {column for column, _ in table.columns}
+    if unknown:
+        raise ValueError(
+            f"{table.schema}.{table.name}: partition columns {sorted(unknown)} are not among "
+            "its columns"
+        )
+    files = parquet_files(table)
+    values = []
+    for column, kind in table.columns:
+        value = _quoted(column)
+        if not files:
+            value = "null"
+        elif column in table.partition_columns:
+            value = f"nullif({value}, '{HIVE_NULL_PARTITION}')"
+        values.append(f"cast({value} as {kind}) as {_quoted(column)}")
+    if not files:
+        return f"select {', '.join(values)} where false"
+    paths = ", ".join(_literal(path) for path in files)
+    if table.partition_columns:
+        # Partition values read as text and cast like the other columns: DuckDB's own guess
+        # would make a day folder a DATE but a numeric one a BIGINT whatever the contract says.
+        types = ", ".join(f"{_literal_text(c)}: 'varchar'" for c in table.partition_columns)
+        options = f"hive_partitioning = true, hive_types = {{{types}}}"
+    else:
+        options = "hive_partitioning = false"
+    return f"select {', '.join(values)} from read_parquet([{paths}], {options})"
+
+
+def publish_snapshot_from_parquet(
+    tables: Sequence[ParquetTable], target: Path, run_id: str
+) -> SnapshotVersion:
+    """Copy each Parquet table into a new snapshot file, then swap it in: the same file,
+    tables and ``sluice_meta`` that ``publish_snapshot`` writes from a DuckDB warehouse."""
+    for table in tables:
+        if not table.location.is_dir():
+            raise FileNotFoundError(
+                f"{table.schema}.{table.name}: no folder at {table.location}; build the marts "
+                "first (`sluice materialize`)"
+            )
+    ordered = sorted(tables, key=lambda table: (table.schema, table.name))
+    return _publish(
+        target,
+        run_id,
+        lambda _con: [(t.schema, t.name, _parquet_query(t)) for t in ordered],
+    )
 
 
 PARTITION_COLUMN = "event_date"

@@ -304,11 +304,14 @@ def status() -> None:
 def retention(apply: bool) -> None:
     """Show the days past each layer's retention horizon (SLUICE_RETENTION_*_DAYS) and the
     landing files loaded long ago; with --apply, drop them (the `retention` job)."""
-    from orchestration.maintain.jobs import RETENTION_JOB, RETENTION_OP
+    from orchestration.maintain.jobs import RETENTION_JOB, RETENTION_OP, refusal
     from orchestration.maintain.retention import describe
     from sluice.runs import run_job
 
     settings = _settings()
+    refused = refusal(settings, RETENTION_JOB)
+    if refused is not None:
+        _fail(refused)
     with console.status("dropping old days" if apply else "counting old days"):
         outcome = run_job(settings, RETENTION_JOB, op_config={RETENTION_OP: {"apply": apply}})
     what = "retention" if apply else "retention (dry run)"
@@ -326,10 +329,13 @@ def compact() -> None:
     """Rewrite the warehouse into a new file without the space deletes left free, and swap it
     in (the `compact` job); prints its size before and after."""
     from orchestration.maintain.compaction import describe
-    from orchestration.maintain.jobs import COMPACT_JOB, COMPACT_OP
+    from orchestration.maintain.jobs import COMPACT_JOB, COMPACT_OP, refusal
     from sluice.runs import run_job
 
     settings = _settings()
+    refused = refusal(settings, COMPACT_JOB)
+    if refused is not None:
+        _fail(refused)
     if not settings.warehouse_path.exists():
         _fail(f"no warehouse at {settings.warehouse_path}; nothing to compact")
     with console.status("compacting the warehouse"):

@@ -13,8 +13,9 @@ instance (its run and event log storage, SQLite or PostgreSQL) when ``/metrics``
   ``sluice_landing_waiting_files`` and ``..._oldest_waiting_seconds``: what waits for the
   next load, and since when (the load's dlt state, as the landing sensor reads it).
 - ``sluice_storage_bytes{area}``: the sizes of the data directory's files (warehouse, serving
-  snapshot and Parquet, landing, real-time store, Dagster home), from ``stat`` only: the
-  warehouse has one writer, so it is never opened here.
+  snapshot and Parquet, landing, real-time store, Dagster home; on Spark the warehouse is the
+  tables' folders, and the lake an area of its own), from ``stat`` only: the warehouse has
+  one writer, so it is never opened here.
 
 Both reads are cached for ``CACHE_SECONDS``, so a scrape every few seconds costs one instance
 read. ``sluice_dashboard_load_seconds`` is the dashboard's own load time, which its page
@@ -38,7 +39,6 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -53,6 +53,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from common.disk import disk_bytes
 from common.http import KeyLookup, KeyRefused, MalformedBody, parse_json, read_key
 from common.settings import Settings
 
@@ -177,30 +178,20 @@ def read_instance(settings: Settings, now: float) -> InstanceFigures:
     )
 
 
-def _size(path: Path) -> int:
-    """Bytes of a file, or of every file under a folder; 0 when missing."""
-    try:
-        if not path.is_dir():
-            return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-    total = 0
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            # A segment compacted or a temp file renamed meanwhile is skipped.
-            with contextlib.suppress(FileNotFoundError):
-                total += os.stat(os.path.join(folder, name)).st_size
-    return total
-
-
 def storage_areas(settings: Settings) -> dict[str, list[Path]]:
-    """The data directory's areas: a DuckDB or SQLite file counts with its write-ahead log."""
+    """The data directory's areas: a DuckDB or SQLite file counts with its write-ahead log. On
+    the Spark engine the warehouse is the folders of Spark's tables, and the lake (raw's
+    Parquet) is an area of its own."""
 
     def with_wal(path: Path) -> list[Path]:
         return [path, path.with_name(path.name + ".wal"), path.with_name(path.name + "-wal")]
 
+    if settings.warehouse_engine == "spark":
+        warehouse = {"warehouse": [settings.spark_warehouse_dir], "lake": [settings.lake_dir]}
+    else:
+        warehouse = {"warehouse": with_wal(settings.warehouse_path)}
     return {
-        "warehouse": with_wal(settings.warehouse_path),
+        **warehouse,
         "serving_snapshot": with_wal(settings.serving_path),
         "serving_parquet": [settings.serving_parquet_dir],
         "landing": [settings.landing_dir],
@@ -232,7 +223,8 @@ def landing_backlog(settings: Settings, now: float) -> LandingBacklog:
 
 def storage_bytes(settings: Settings) -> dict[str, int]:
     return {
-        area: sum(_size(path) for path in paths) for area, paths in storage_areas(settings).items()
+        area: sum(disk_bytes(path) for path in paths)
+        for area, paths in storage_areas(settings).items()
     }
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import click
 import dagster as dg
 
 from common.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE, RAW_SCHEMA, Settings
@@ -26,8 +27,23 @@ from orchestration.prepare import prepare
 from orchestration.transform.automation import range_tags
 
 
-class RunFailed(RuntimeError):
-    """A Dagster run failed; the message is one line a user can act on."""
+class RunFailed(click.ClickException):
+    """A run could not start or failed; the message is one line a user can act on (the CLI
+    prints it as its error)."""
+
+
+SPARK_DOWN = "the Spark cluster is not running: start it with `sluice spark up`"
+
+
+def check_engine(settings: Settings) -> None:
+    """On Spark, raise RunFailed unless its Thrift server answers: without it every dbt step
+    would fail after the load, each with a long connection error."""
+    if settings.warehouse_engine != "spark":
+        return
+    from common.spark import status
+
+    if not status(settings).thrift_answering:
+        raise RunFailed(SPARK_DOWN)
 
 
 @dataclass(frozen=True)
@@ -192,7 +208,9 @@ def run_job(
     instance: dg.DagsterInstance | None = None,
     op_config: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunOutcome:
-    """Run a job of the definitions; ``op_config`` is each op's config, by op name."""
+    """Run a job of the definitions; ``op_config`` is each op's config, by op name. On Spark,
+    raises RunFailed at once when the cluster does not answer."""
+    check_engine(settings)
     prepare(settings)
     defs = build_definitions(settings)
     job = defs.resolve_job_def(job_name)

@@ -6,6 +6,10 @@ joins the warehouse pool, so no other run has the warehouse open while it delete
 the file. What they did is in the op's output metadata (the run's page), and the retention
 job also records an ``AssetObservation`` on every asset that lost rows, so each asset's
 event timeline says which days were dropped, when, and under which setting.
+
+Both work on the DuckDB warehouse only. On the Spark engine (``SLUICE_WAREHOUSE_ENGINE=spark``)
+their ops refuse with what to do by hand (``refusal``), ``sluice retention`` and
+``sluice compact`` say the same before starting a run, and their schedules are not defined.
 """
 
 import datetime as dt
@@ -13,6 +17,7 @@ import datetime as dt
 import dagster as dg
 
 from common.settings import WAREHOUSE_POOL, Settings
+from orchestration.lib import SPARK
 from orchestration.maintain import compaction, retention
 from orchestration.maintain.horizons import LAYERS
 
@@ -20,6 +25,29 @@ RETENTION_JOB = "retention"
 RETENTION_OP = "drop_old_days"
 COMPACT_JOB = "compact"
 COMPACT_OP = "compact_warehouse"
+
+
+def refusal(settings: Settings, job: str) -> str | None:
+    """Why ``job`` (retention or compact) does not run on this engine, and what to do by hand;
+    None on DuckDB."""
+    if settings.warehouse_engine != SPARK:
+        return None
+    engine = f"SLUICE_WAREHOUSE_ENGINE={settings.warehouse_engine}"
+    if job == RETENTION_JOB:
+        return (
+            f"retention of the lake and of Spark's tables is not built yet ({engine}); nothing "
+            "was dropped. By hand, through the Thrift server (beeline, or any Hive client): "
+            "`SHOW PARTITIONS core.fct_events` lists the days, and `ALTER TABLE core.fct_events "
+            "DROP IF EXISTS PARTITION (event_date = '2026-01-01')` drops one (Spark deletes its "
+            "folder); do the same for the daily marts (marts.dau, marts.event_counts_daily, "
+            "marts.funnel_daily, marts.revenue_daily, marts.wau_mau), older days first"
+        )
+    return (
+        f"compaction of the lake and of Spark's tables is not built yet ({engine}); nothing was "
+        "rewritten. A partition dropped with `ALTER TABLE ... DROP PARTITION` gives its folder's "
+        "space back at once, and building a day again (`sluice materialize --start D --end D`) "
+        "rewrites its files"
+    )
 
 
 class RetentionConfig(dg.Config):
@@ -49,6 +77,9 @@ def build_retention_job(settings: Settings) -> dg.JobDefinition:
         ),
     )
     def drop_old_days(context: dg.OpExecutionContext, config: RetentionConfig) -> dg.Output[None]:
+        refused = refusal(settings, RETENTION_JOB)
+        if refused is not None:
+            raise dg.Failure(refused, allow_retries=False)
         try:
             result = retention.run_retention(settings, _today(config), config.apply)
         except retention.RetentionError as error:
@@ -121,6 +152,9 @@ def build_compact_job(settings: Settings) -> dg.JobDefinition:
         ),
     )
     def compact_warehouse(context: dg.OpExecutionContext) -> dg.Output[None]:
+        refused = refusal(settings, COMPACT_JOB)
+        if refused is not None:
+            raise dg.Failure(refused, allow_retries=False)
         report = compaction.compact(settings).as_json()
         lines = compaction.describe(report)
         for line in lines:
@@ -148,8 +182,11 @@ def build_compact_job(settings: Settings) -> dg.JobDefinition:
 
 
 def build_maintain_schedules(
-    retention_job: dg.JobDefinition, compact_job: dg.JobDefinition
+    settings: Settings, retention_job: dg.JobDefinition, compact_job: dg.JobDefinition
 ) -> list[dg.ScheduleDefinition]:
+    """The nightly retention and the weekly compaction; none on Spark, where both refuse."""
+    if refusal(settings, RETENTION_JOB) is not None:
+        return []
     return [
         dg.ScheduleDefinition(
             name="retention_schedule",

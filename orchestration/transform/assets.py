@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 from packaging.version import Version
 
@@ -29,7 +28,13 @@ from common.settings import (
     Settings,
     dbt_executable,
 )
-from orchestration.lib import SluiceDbtTranslator, daily_partitions, window_dates
+from orchestration.lib import (
+    SluiceDbtTranslator,
+    daily_partitions,
+    read_warehouse,
+    sql_date,
+    window_dates,
+)
 from orchestration.transform.window import WINDOW_BUILD, window_env
 
 DBT_OP_NAME = "dbt_models"
@@ -81,23 +86,24 @@ def _window_metadata(
     settings: Settings, relations: Mapping[str, _Relation], first: dt.date, last: dt.date
 ) -> dict[str, dict[str, Any]]:
     """Rows per partition that the run replaced (the window, widened as the model's meta says)
-    and a preview for marts, read after dbt has closed the file."""
+    and a preview for marts, read on the warehouse engine after dbt has finished (on DuckDB,
+    once dbt has closed the file)."""
     metadata: dict[str, dict[str, Any]] = {}
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with read_warehouse(settings) as warehouse:
         for unique_id, relation in relations.items():
-            column = relation.partition_column
-            if column is None:
+            if relation.partition_column is None:
                 continue
-            table = f'"{relation.schema}"."{relation.table}"'
+            column = warehouse.quote(relation.partition_column)
+            table = warehouse.table(relation.schema, relation.table)
             span = [
                 first - dt.timedelta(days=relation.days_before),
                 last + dt.timedelta(days=relation.days_after),
             ]
-            rows = con.execute(
-                f'select cast("{column}" as varchar), count(*) from {table} '
-                f'where "{column}" between ? and ? group by all order by 1',
-                span,
-            ).fetchall()
+            rows = warehouse.rows(
+                f"select cast({column} as string), count(*) from {table} "
+                f"where {column} between {sql_date(span[0])} and {sql_date(span[1])} "
+                "group by all order by 1"
+            )
             counts = [int(n) for _, n in rows]
             # A few figures rather than a row count per day: each day of a range run gets
             # the same metadata, and a list of 30 counts would fill the asset's page.
@@ -115,11 +121,11 @@ def _window_metadata(
                 # Dagster's own key: the UI shows it on the partition's page.
                 entry["dagster/partition_row_count"] = sum(counts)
             if relation.schema == MARTS_SCHEMA:
-                preview = con.execute(
-                    f'select * from {table} where "{column}" between ? and ? '
-                    f'order by "{column}" desc limit {PREVIEW_ROWS}',
-                    [first, last],
-                ).df()
+                preview = warehouse.frame(
+                    f"select * from {table} "
+                    f"where {column} between {sql_date(first)} and {sql_date(last)} "
+                    f"order by {column} desc limit {PREVIEW_ROWS}"
+                )
                 entry["preview"] = dg.MetadataValue.md(preview.to_markdown(index=False))
             metadata[unique_id] = entry
     return metadata
@@ -195,7 +201,7 @@ class SluiceDbtCliResource(DbtCliResource):
     loads dbt's profile and adapter in this process (1.6 s) to fetch column metadata and row
     counts through it. Sluice runs the dbt installed beside this Python, whose version the
     package metadata gives, and reads row counts itself once dbt has released the warehouse
-    (``_window_metadata``).
+    (``_window_metadata``), on either engine.
     """
 
     @cached_property

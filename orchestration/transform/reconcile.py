@@ -24,8 +24,9 @@ the store's first minute, or a day with events from landing files outside
 One multi-asset check reads the store and the warehouse once per day for the three marts,
 and can be subset. It runs in the run that builds the marts: one partition, or each day of a
 range (a backfill is one run), one result per day (``AssetCheckEvaluation`` with its
-partition). It opens the warehouse read-only in the run's process once dbt has released it,
-in the warehouse pool. Settings: ``SLUICE_DATA_DIR`` (store and warehouse),
+partition). It reads the marts on the warehouse engine (``orchestration.lib.read_warehouse``:
+the DuckDB file read-only once dbt has released it, or Spark's Thrift server) in the run's
+process, in the warehouse pool. Settings: ``SLUICE_DATA_DIR`` (store and warehouse),
 ``SLUICE_REALTIME_LATENESS_SECONDS``, ``SLUICE_REALTIME_RETENTION_DAYS``.
 """
 
@@ -38,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-import duckdb
 
 # Dagster exports the evaluation but not its target: the materialization a result is about.
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -46,7 +46,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from common.settings import MARTS_SCHEMA, WAREHOUSE_POOL, Settings
-from orchestration.lib import window_dates
+from orchestration.lib import WarehouseReader, read_warehouse, sql_date, window_dates
 from realtime import read, store
 from realtime.windows import SKETCH_LG_K
 
@@ -111,32 +111,28 @@ def _midnight(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), dt.UTC)
 
 
-def batch_day(con: duckdb.DuckDBPyConnection, day: dt.date) -> BatchDay:
+def batch_day(warehouse: WarehouseReader, day: dt.date) -> BatchDay:
     """The day's figures from the marts (and, for coverage, where its events came from)."""
+    on = sql_date(day)
     # The real-time tier names an event by a track's event, else by its message type.
-    by_name = con.execute(
+    by_name = warehouse.rows(
         "select case when event_type = 'track' then event_name else event_type end, "
-        f"sum(events) from {MARTS_SCHEMA}.event_counts_daily where event_date = ? group by 1",
-        [day],
-    ).fetchall()
-    money = con.execute(
-        f"select orders, revenue_usd from {MARTS_SCHEMA}.revenue_daily where event_date = ?",
-        [day],
-    ).fetchone()
-    users = con.execute(
-        f"select active_users from {MARTS_SCHEMA}.dau where event_date = ?", [day]
-    ).fetchone()
-    outside = con.execute(
+        f"sum(events) from {MARTS_SCHEMA}.event_counts_daily where event_date = {on} group by 1"
+    )
+    money = warehouse.rows(
+        f"select orders, revenue_usd from {MARTS_SCHEMA}.revenue_daily where event_date = {on}"
+    )
+    users = warehouse.rows(f"select active_users from {MARTS_SCHEMA}.dau where event_date = {on}")
+    outside = warehouse.rows(
         f"select count(*) from {CORE_SCHEMA}.fct_events "
-        "where event_date = ? and source_file not like ?",
-        [day, SOURCES_PREFIX + "%"],
-    ).fetchone()
+        f"where event_date = {on} and source_file not like '{SOURCES_PREFIX}%'"
+    )
     return BatchDay(
         events_by_name={str(name): int(n) for name, n in by_name},
-        orders=int(money[0]) if money else 0,
-        revenue_usd=float(money[1]) if money else 0.0,
-        active_users=int(users[0]) if users else 0,
-        events_outside_sources=int(outside[0]) if outside else 0,
+        orders=int(money[0][0]) if money else 0,
+        revenue_usd=float(money[0][1]) if money else 0.0,
+        active_users=int(users[0][0]) if users else 0,
+        events_outside_sources=int(outside[0][0]) if outside else 0,
     )
 
 
@@ -263,10 +259,10 @@ def compare(batch: BatchDay, live: read.Figures, late: int) -> dict[dg.AssetKey,
 
 
 def reconcile_day(
-    settings: Settings, con: duckdb.DuckDBPyConnection, day: dt.date
+    settings: Settings, warehouse: WarehouseReader, day: dt.date
 ) -> dict[dg.AssetKey, Verdict]:
     """Each mart's verdict for ``day``: compared, or passed as not covered."""
-    batch = batch_day(con, day)
+    batch = batch_day(warehouse, day)
     reason = not_covered_because(settings, day, batch)
     if reason is not None:
         verdict = Verdict(True, f"{_NOT_COVERED}: {reason}", {"covered": False, "reason": reason})
@@ -336,8 +332,8 @@ def build_reconcile_check(
             key=lambda k: k.to_user_string(),
         )
         days = _days(context, partitions)
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-            verdicts = {day: reconcile_day(settings, con, day) for day in days}
+        with read_warehouse(settings) as warehouse:
+            verdicts = {day: reconcile_day(settings, warehouse, day) for day in days}
         for day, by_key in verdicts.items():
             for key in keys:
                 verdict = by_key[key]
