@@ -46,8 +46,12 @@ def spark_settings(data_dir: str, workers: int = 2) -> Settings:
 @pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings of a running cluster (SLUICE_WAREHOUSE_ENGINE=spark); stopped at the end."""
-    from common.spark import down, up
+    from common.spark import SparkError, down, java_home, up
 
+    try:
+        java_home()
+    except SparkError as missing:
+        pytest.skip(f"no Java for the Spark cluster (.ci/run installs it): {missing}")
     settings = spark_settings(str(tmp_path_factory.mktemp("spark-cluster")))
     up(settings)
     try:
