@@ -41,7 +41,12 @@
 {%- endmacro %}
 
 
-{% macro duckdb__get_incremental_replace_window_sql(arg_dict) -%}
+{#-
+    What a replace_window run replaces, for every engine: the model's partition column, the
+    window's first and last day widened by the model's meta (none where the window is open),
+    and the predicates of the rows it replaces and of the rows retention lets it rebuild.
+-#}
+{% macro replace_window_plan() -%}
     {%- set partition_column = config.meta_get('partition_column') -%}
     {%- if not partition_column -%}
         {{ exceptions.raise_compiler_error(
@@ -49,20 +54,31 @@
             ~ "meta.partition_column; set config(meta={'partition_column': '<date column>'})"
         ) }}
     {%- endif -%}
-    {%- set columns_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
     {%- set days_before = config.meta_get('replaces_days_before') or 0 -%}
     {%- set days_after = config.meta_get('replaces_days_after') or 0 -%}
-    {%- set replaced = in_partition_window(partition_column, days_before, days_after) -%}
+    {%- set window = partition_window() -%}
+    {%- set first = none if window['start_date'] is none
+        else window['start_date'] - modules.datetime.timedelta(days=days_before | int) -%}
+    {%- set last = none if window['end_date'] is none
+        else window['end_date'] + modules.datetime.timedelta(days=days_after | int) -%}
     {#- Days whose inputs retention dropped keep their rows as built (macros/retention.sql): a
         row reads the days_after days before it (wau_mau's 28-day count). -#}
-    {%- set rebuildable = in_rebuildable_days(partition_column, model.schema, days_after) -%}
-    {%- set window = partition_window() -%}
-    {%- do log_days_kept_by_retention(
-        model.schema,
-        days_after,
-        none if window['start_date'] is none
-        else window['start_date'] - modules.datetime.timedelta(days=days_before | int),
-    ) -%}
+    {%- do log_days_kept_by_retention(model.schema, days_after, first) -%}
+    {{ return({
+        'partition_column': partition_column,
+        'first': first,
+        'last': last,
+        'replaced': in_partition_window(partition_column, days_before, days_after),
+        'rebuildable': in_rebuildable_days(partition_column, model.schema, days_after),
+        'rebuildable_from': rebuildable_from(model.schema, days_after),
+    }) }}
+{%- endmacro %}
+
+
+{% macro duckdb__get_incremental_replace_window_sql(arg_dict) -%}
+    {%- set plan = replace_window_plan() -%}
+    {%- set replaced, rebuildable = plan['replaced'], plan['rebuildable'] -%}
+    {%- set columns_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
 
     delete from {{ arg_dict['target_relation'] }}
     where {{ replaced }} and {{ rebuildable }};
@@ -126,32 +142,13 @@
 
 
 {% macro spark__get_incremental_replace_window_sql(arg_dict) -%}
-    {%- set partition_column = config.meta_get('partition_column') -%}
-    {%- if not partition_column -%}
-        {{ exceptions.raise_compiler_error(
-            "Model " ~ model.unique_id ~ " uses incremental_strategy='replace_window' but has no "
-            ~ "meta.partition_column; set config(meta={'partition_column': '<date column>'})"
-        ) }}
-    {%- endif -%}
+    {%- set plan = replace_window_plan() -%}
+    {%- set partition_column = plan['partition_column'] -%}
+    {%- set first, last, kept_from = plan['first'], plan['last'], plan['rebuildable_from'] -%}
+    {%- set replaced, rebuildable = plan['replaced'], plan['rebuildable'] -%}
     {%- set target = arg_dict['target_relation'] -%}
-    {%- set days_before = config.meta_get('replaces_days_before') or 0 -%}
-    {%- set days_after = config.meta_get('replaces_days_after') or 0 -%}
-    {%- set replaced = in_partition_window(partition_column, days_before, days_after) -%}
-    {%- set rebuildable = in_rebuildable_days(partition_column, model.schema, days_after) -%}
-    {%- set window = partition_window() -%}
-    {%- do log_days_kept_by_retention(
-        model.schema,
-        days_after,
-        none if window['start_date'] is none
-        else window['start_date'] - modules.datetime.timedelta(days=days_before | int),
-    ) -%}
 
     {#- The partitions the window replaces: Spark drops partitions by value only. -#}
-    {%- set first = none if window['start_date'] is none
-        else window['start_date'] - modules.datetime.timedelta(days=days_before | int) -%}
-    {%- set last = none if window['end_date'] is none
-        else window['end_date'] + modules.datetime.timedelta(days=days_after | int) -%}
-    {%- set kept_from = rebuildable_from(model.schema, days_after) -%}
     {%- set dropped = [] -%}
     {%- for row in run_query('show partitions ' ~ target) -%}
         {%- set day = modules.datetime.date.fromisoformat(row[0].split('=', 1)[1]) -%}
