@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -62,34 +61,11 @@ def missing() -> str | None:
     return None
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def spark_env(data_dir: DataDir, workers: int) -> dict[str, str]:
-    """The data directory's environment for the Spark engine: fresh ports for each cluster
-    (a stopped one's may linger in TIME_WAIT), ``workers`` workers of 1 core and 1 GB."""
-    master, ui, thrift = _free_ports(3)
-    return {
-        **data_dir.env,
-        "SLUICE_WAREHOUSE_ENGINE": "spark",
-        "SLUICE_SPARK_MASTER_PORT": str(master),
-        "SLUICE_SPARK_UI_PORT": str(ui),
-        "SLUICE_SPARK_THRIFT_PORT": str(thrift),
-        "SLUICE_SPARK_WORKERS": str(workers),
-        "SLUICE_SPARK_WORKER_CORES": "1",
-        "SLUICE_SPARK_WORKER_MEMORY": "1g",
-        "SLUICE_SPARK_DRIVER_MEMORY": "1g",
-    }
+    """The data directory's environment for the Spark engine, on a cluster of its own."""
+    from common.spark import private_cluster_environment
+
+    return {**data_dir.env, **private_cluster_environment(workers)}
 
 
 class ClusterMemory:

@@ -107,6 +107,33 @@ class _Process:
     command: tuple[str, ...]
 
 
+def private_cluster_environment(workers: int) -> dict[str, str]:
+    """The SLUICE_SPARK_* variables of a small cluster beside any other on this machine (the
+    tests' and the benchmarks'): ports that were free a moment ago, ``workers`` workers of
+    1 core and 1 GB, a driver of 1 GB. Fresh ports for each cluster: a stopped one's may
+    linger in TIME_WAIT."""
+    sockets = []
+    try:
+        for _ in range(3):
+            sock = socket.socket()
+            sock.bind((HOST, 0))
+            sockets.append(sock)
+        master, ui, thrift = (int(sock.getsockname()[1]) for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return {
+        "SLUICE_WAREHOUSE_ENGINE": "spark",
+        "SLUICE_SPARK_MASTER_PORT": str(master),
+        "SLUICE_SPARK_UI_PORT": str(ui),
+        "SLUICE_SPARK_THRIFT_PORT": str(thrift),
+        "SLUICE_SPARK_WORKERS": str(workers),
+        "SLUICE_SPARK_WORKER_CORES": "1",
+        "SLUICE_SPARK_WORKER_MEMORY": "1g",
+        "SLUICE_SPARK_DRIVER_MEMORY": "1g",
+    }
+
+
 def cluster_url(settings: Settings) -> str:
     """The master's URL, for ``--master`` of spark-submit or a SparkSession."""
     return f"spark://{HOST}:{settings.spark_master_port}"

@@ -4,43 +4,16 @@ one costs 15-30 s, so every module under tests/spark shares it through ``spark_c
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from common.settings import Settings, load_settings
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports that were free a moment ago (held together so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+from common.spark import private_cluster_environment
 
 
 def spark_settings(data_dir: str, workers: int = 2) -> Settings:
-    master, ui, thrift = free_ports(3)
-    return load_settings(
-        {
-            "SLUICE_DATA_DIR": data_dir,
-            "SLUICE_WAREHOUSE_ENGINE": "spark",
-            "SLUICE_SPARK_MASTER_PORT": str(master),
-            "SLUICE_SPARK_UI_PORT": str(ui),
-            "SLUICE_SPARK_THRIFT_PORT": str(thrift),
-            "SLUICE_SPARK_WORKERS": str(workers),
-            "SLUICE_SPARK_WORKER_CORES": "1",
-            "SLUICE_SPARK_WORKER_MEMORY": "1g",
-            "SLUICE_SPARK_DRIVER_MEMORY": "1g",
-        }
-    )
+    return load_settings({"SLUICE_DATA_DIR": data_dir, **private_cluster_environment(workers)})
 
 
 @pytest.fixture(scope="session")

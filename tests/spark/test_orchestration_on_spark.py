@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from common.settings import Settings
+from common.spark import private_cluster_environment
 from orchestration.definitions import build_definitions
 from orchestration.lib import read_warehouse
 from orchestration.maintain.jobs import COMPACT_JOB, RETENTION_JOB
@@ -19,7 +20,6 @@ from orchestration.prepare import prepare
 from orchestration.serve.assets import spark_table
 from serving.snapshot import publish_snapshot_from_parquet
 from sluice.runs import SPARK_DOWN, RunFailed, check_engine, run_job
-from tests.spark.conftest import free_ports
 
 SCHEMA = "serve_probe"
 CONTRACT = [("event_date", "date"), ("event_name", "string"), ("events", "bigint")]
@@ -87,8 +87,9 @@ def test_retention_and_compaction_refuse_on_spark_and_have_no_schedule(
 
 def test_a_run_fails_at_once_when_the_cluster_does_not_answer(spark_cluster: Settings) -> None:
     check_engine(spark_cluster)  # the session's cluster answers
-    (port,) = free_ports(1)
-    elsewhere = dataclasses.replace(spark_cluster, spark_thrift_port=port)
+    # A port that was free a moment ago: no Thrift server answers there.
+    port = private_cluster_environment(1)["SLUICE_SPARK_THRIFT_PORT"]
+    elsewhere = dataclasses.replace(spark_cluster, spark_thrift_port=int(port))
     with pytest.raises(RunFailed) as failed:
         run_job(elsewhere, "build")
     assert failed.value.message == SPARK_DOWN
