@@ -191,9 +191,10 @@ def materialize(start: dt.date, end: dt.date) -> None:
 def demo() -> None:
     """Generate 30 days for ~2,000 users, load, build, and print DAU and revenue by day."""
     from ingestion.generator import generate as write_events
-    from sluice.runs import materialize_range, run_job
+    from sluice.runs import check_engine, materialize_range, run_job
 
     settings = _settings()
+    check_engine(settings)  # before writing anything
     last = dt.date.today() - dt.timedelta(days=1)
     first = last - dt.timedelta(days=DEMO_DAYS - 1)
     if "SLUICE_START_DATE" not in os.environ:
@@ -214,9 +215,15 @@ def demo() -> None:
     print_daily_table(settings, first, last)
     console.print(
         f"\nServing snapshot (what BI tools read): {settings.serving_path}\n"
-        f"Warehouse: {settings.warehouse_path}\nOpen the Dagster UI with `make dev` "
+        f"Warehouse: {_warehouse_location(settings)}\nOpen the Dagster UI with `make dev` "
         f"(http://127.0.0.1:{settings.dagster_port})."
     )
+
+
+def _warehouse_location(settings: Settings) -> str:
+    if settings.warehouse_engine == "spark":
+        return f"Spark tables in {settings.spark_warehouse_dir}, raw Parquet in {settings.lake_dir}"
+    return str(settings.warehouse_path)
 
 
 @main.command("live-demo")
