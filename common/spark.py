@@ -431,7 +431,8 @@ def _workers_alive(settings: Settings) -> int | None:
     return sum(1 for worker in data.get("workers", []) if worker.get("state") == "ALIVE")
 
 
-def _thrift_answers(settings: Settings) -> bool:
+def thrift_answers(settings: Settings) -> bool:
+    """Whether the Thrift server answers ``select 1`` (within 10 s)."""
     if not _port_open(settings.spark_thrift_port):
         return False
     try:
@@ -460,7 +461,7 @@ def status(settings: Settings) -> ClusterStatus:
         thrift=one(thrift),
         workers_alive=_workers_alive(settings),
         workers_expected=settings.spark_workers,
-        thrift_answering=_thrift_answers(settings),
+        thrift_answering=thrift_answers(settings),
         master_url=cluster_url(settings),
         ui_url=ui_url(settings),
         thrift_url=f"thrift://{HOST}:{settings.spark_thrift_port}",
@@ -573,7 +574,7 @@ def up(settings: Settings, env: Mapping[str, str] | None = None) -> ClusterStatu
         _wait(
             settings,
             deadline,
-            lambda: _thrift_answers(settings),
+            lambda: thrift_answers(settings),
             "the Thrift server does not answer `select 1`",
             thrift,
             started,

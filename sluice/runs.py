@@ -40,9 +40,9 @@ def check_engine(settings: Settings) -> None:
     would fail after the load, each with a long connection error."""
     if settings.warehouse_engine != "spark":
         return
-    from common.spark import status
+    from common.spark import thrift_answers
 
-    if not status(settings).thrift_answering:
+    if not thrift_answers(settings):
         raise RunFailed(SPARK_DOWN)
 
 

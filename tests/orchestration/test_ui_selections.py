@@ -10,6 +10,7 @@ leave the serving snapshot republished by the run that followed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -206,25 +207,33 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def dagster_dev(settings: Settings) -> Iterator[DagsterUI]:
+    """`sluice dev`, as `make dev` runs it, on this data directory, until the block ends."""
+    port = _free_port()
+    log = (settings.data_dir / "sluice-dev.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("sluice")), "dev"],
+        cwd=REPO_DIR,
+        env={**os.environ, **settings.subprocess_env(), "SLUICE_DAGSTER_PORT": str(port)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield _wait_until_loaded(f"http://127.0.0.1:{port}", settings, process)
+    finally:
+        _stop(process)
+        log.close()
+
+
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
-    with built_data_dir(tmp_path_factory, "ui", LAST, DAYS, 150, seed=5) as settings:
-        port = _free_port()
-        log = (settings.data_dir / "sluice-dev.log").open("w")
-        # `sluice dev`, as `make dev` runs it, on this data directory.
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("sluice")), "dev"],
-            cwd=REPO_DIR,
-            env={**os.environ, **settings.subprocess_env(), "SLUICE_DAGSTER_PORT": str(port)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield _wait_until_loaded(f"http://127.0.0.1:{port}", settings, process)
-        finally:
-            _stop(process)
-            log.close()
+    with (
+        built_data_dir(tmp_path_factory, "ui", LAST, DAYS, 150, seed=5) as settings,
+        dagster_dev(settings) as ui,
+    ):
+        yield ui
 
 
 def _wait_until_loaded(url: str, settings: Settings, process: subprocess.Popen) -> DagsterUI:

@@ -12,26 +12,20 @@ whose run republishes the serving snapshot.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from common.settings import REPO_DIR, Settings, load_settings
+from common.settings import Settings, load_settings
 from ingestion.generator import generate
 from serving.snapshot import connect_snapshot
 from sluice.runs import materialize_range
 from tests.orchestration.test_ui_selections import (
     MARTS,
     DagsterUI,
-    _free_port,
     _materialized,
-    _stop,
     _tags,
-    _wait_until_loaded,
+    dagster_dev,
 )
 from tests.spark.test_engines import DAYS, FIRST, LAST, USERS, _env
 
@@ -51,21 +45,8 @@ def ui(spark_cluster: Settings) -> Iterator[DagsterUI]:
             generate(settings.landing_dir, FIRST, DAYS, USERS, seed=15)
             outcome = materialize_range(settings, RANGE[0], RANGE[-1])
             assert outcome.success, outcome.message
-        port = _free_port()
-        log = (settings.data_dir / "sluice-dev.log").open("w")
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("sluice")), "dev"],
-            cwd=REPO_DIR,
-            env={**os.environ, "SLUICE_DAGSTER_PORT": str(port)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield _wait_until_loaded(f"http://127.0.0.1:{port}", settings, process)
-        finally:
-            _stop(process)
-            log.close()
+        with dagster_dev(settings) as ui:
+            yield ui
 
 
 def test_materialize_one_partition_of_one_mart(ui: DagsterUI) -> None:
