@@ -87,6 +87,54 @@ def sluice_load(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def checks_only_load(params: dict[str, Any]) -> dict[str, Any]:
+    """The load's floor while it keeps what the baseline drops: Sluice's own SQL (every line
+    numbered, checked against the contract, rejected lines kept with their reason), in the
+    same batches, inserting straight into a DuckDB file: no dlt, no Parquet hop, no state."""
+    import duckdb
+
+    from ingestion.landing import queries
+    from ingestion.landing.helpers import batches, source_of
+    from ingestion.landing.settings import BATCH_BYTES, STAGING_MEMORY_LIMIT
+
+    files = [(Path(f), Path(f).name) for f in params["files"]]
+    database = Path(params["database"])
+    events = ", ".join(f'"{name}" {kind}' for name, kind in queries.RAW_EVENTS_COLUMNS.items())
+    rejected = ", ".join(f'"{name}" {kind}' for name, kind in queries.RAW_REJECTED_COLUMNS.items())
+    started = time.perf_counter()
+    con = duckdb.connect()
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(f"set memory_limit = '{STAGING_MEMORY_LIMIT}'")
+        con.execute("set preserve_insertion_order = false")
+        con.execute(f"attach '{database}' as floor")
+        con.execute(f"create table floor.raw_events ({events})")
+        con.execute(f"create table floor.raw_rejected ({rejected})")
+        for batch in batches(files, BATCH_BYTES):
+            con.execute(queries.CREATE_LINES_SQL)
+            con.execute(
+                queries.READ_FILES_SQL,
+                {
+                    "paths": [str(piece.path) for piece in batch],
+                    "names": [piece.source_file for piece in batch],
+                    "sources": [source_of(piece.source_file) for piece in batch],
+                },
+            )
+            con.execute(queries.VALIDATE_SQL)
+            loaded_at = {"loaded_at": dt.datetime.now(dt.UTC)}
+            con.execute(f"insert into floor.raw_events {queries.ACCEPTED_SQL}", loaded_at)
+            con.execute(f"insert into floor.raw_rejected {queries.REJECTED_SQL}", loaded_at)
+        con.execute("detach floor")
+        seconds = time.perf_counter() - started
+        con.execute(f"attach '{database}' as floor (read_only)")
+        rows, ids, checksum = con.execute(
+            baseline.IDS_SUMMARY.format(column="message_id", table="floor.raw_events")
+        ).fetchone()
+    finally:
+        con.close()
+    return {"seconds": seconds, "rows": rows, "ids": ids, "checksum": checksum}
+
+
 def baseline_load(params: dict[str, Any]) -> dict[str, Any]:
     return baseline.load(params["files"], Path(params["database"]))
 
@@ -141,6 +189,7 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "copy_files": copy_files,
     "sluice_load": sluice_load,
     "baseline_load": baseline_load,
+    "checks_only_load": checks_only_load,
     "baseline_marts": baseline_marts,
     "sluice_materialize": sluice_materialize,
 }

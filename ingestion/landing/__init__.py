@@ -13,8 +13,9 @@ and form a Delta table partitioned by it, and the rejected lines are plain Parqu
 
 The source needs one argument, the landing folder, and reads no configuration of its own.
 Its constants are in ``settings`` (``LANDING_SUFFIX``, ``SOURCES_FOLDER``, ``FILES_SOURCE``,
-``BATCH_BYTES``, ``STAGING_FOLDER``, the source, resource and table names); file discovery,
-batching and staging in ``helpers``; the SQL and the raw tables' columns in ``queries``.
+``BATCH_BYTES``, ``STAGING_MEMORY_LIMIT``, ``STAGING_FOLDER``, the source, resource and table
+names); file discovery, batching and staging in ``helpers``; the SQL and the raw tables'
+columns in ``queries``.
 """
 
 from __future__ import annotations

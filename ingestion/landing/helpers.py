@@ -32,7 +32,13 @@ from dlt.pipeline.exceptions import CannotRestorePipelineException
 
 from common.contract import LANDING_SUFFIX, valid_utf8
 from ingestion.landing import queries
-from ingestion.landing.settings import FILES_RESOURCE, FILES_SOURCE, SOURCE_NAME, SOURCES_FOLDER
+from ingestion.landing.settings import (
+    FILES_RESOURCE,
+    FILES_SOURCE,
+    SOURCE_NAME,
+    SOURCES_FOLDER,
+    STAGING_MEMORY_LIMIT,
+)
 
 # Characters that DuckDB's file readers take as a glob pattern.
 _GLOB = re.compile(r"[*?\[]")
@@ -197,6 +203,7 @@ def _checked(pieces: list[Piece]) -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect()
     try:
         con.execute("set TimeZone = 'UTC'")
+        con.execute(f"set memory_limit = '{STAGING_MEMORY_LIMIT}'")
         # Rows carry their file and line number, so their order in a table or a Parquet file
         # says nothing; without it DuckDB splits lines, builds tables and writes in parallel.
         con.execute("set preserve_insertion_order = false")

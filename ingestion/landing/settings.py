@@ -15,9 +15,13 @@ from common.settings import RAW_EVENTS_TABLE, RAW_REJECTED_TABLE
 SOURCES_FOLDER = "sources"
 FILES_SOURCE = "files"
 
-# A batch of new files (or of a big file's lines) is parsed in one query; at its peak the
-# load holds about 5x the batch in memory (1.3 GB for 256 MB of lines).
+# A batch of new files (or of a big file's lines) is parsed in one query, in an in-memory
+# DuckDB capped at STAGING_MEMORY_LIMIT: past it, DuckDB spills the batch's temporary tables.
+# Without the cap a batch of 256 MB of lines peaked at 1.3-1.4 GiB for the whole load process;
+# with 1GB, 1.2 GiB and no slower; with 768MB it spilled and took half as long again
+# (10M events, docs/benchmarks.md, load).
 BATCH_BYTES = 256 << 20
+STAGING_MEMORY_LIMIT = "1GB"
 # Where a load's Parquet files wait for dlt to import them, in the pipeline's working folder.
 STAGING_FOLDER = "landing_staging"
 
