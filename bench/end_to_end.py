@@ -3,7 +3,8 @@ the dlt load, then one dbt build over the range) against a hand-written DuckDB S
 that computes the same marts from the same files (``bench/baseline.py``, written from the
 metric definitions of docs/events.md, sharing no code with Sluice).
 
-Checks: dau and revenue_daily equal on every day. Target: within 3x at S, 2x at M and L.
+Checks: dau and revenue_daily equal on every day. Target: within 3x at S, where Dagster's and
+dbt's fixed costs (about 8 s) outweigh the work, and 1.3x at M and L, where the work does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from bench import baseline
 from bench.context import Context
 from bench.measure import expect_rows_equal, ratio, run_worker, summarize
 
-TARGETS = {"XS": 3.0, "S": 3.0, "M": 2.0, "L": 2.0}
+TARGETS = {"XS": 3.0, "S": 3.0, "M": 1.3, "L": 1.3}
 
 
 def run(ctx: Context) -> dict[str, Any]:
