@@ -42,6 +42,10 @@ class QueryBudgets:
         )
         # One thread: alerts are raised in the order the queries were charged.
         self._sender = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="budgets")
+        # (key, UTC day) whose alert was resolved: a key whose queries are charged nothing
+        # (``select 1``) would otherwise resolve it, a transaction on the alert state file,
+        # at every query of the day.
+        self._resolved: set[tuple[str, dt.date]] = set()
 
     def status(self, reader: str, before: int, after: int) -> dict[str, Any]:
         """Where ``reader`` stands after a query took its rows of today from ``before`` to
@@ -52,7 +56,10 @@ class QueryBudgets:
         day = dt.datetime.fromtimestamp(now, dt.UTC).date()
         if before < budget <= after:
             self._sender.submit(self._raise, reader, after, budget, day, now)
-        elif before == 0 and after < budget:
+        elif before == 0 and after < budget and (reader, day) not in self._resolved:
+            if any(seen != day for _, seen in self._resolved):
+                self._resolved = {entry for entry in self._resolved if entry[1] == day}
+            self._resolved.add((reader, day))
             self._sender.submit(self._resolve, reader, day, now)
         return {
             "scanned_rows_today": after,

@@ -19,8 +19,9 @@ Two ways to run, for two kinds of SQL:
   cursors are kept for the next query (each already on the snapshot's catalog), and one
   watchdog thread times every query instead of a timer thread each. For reviewed SQL only
   (``keep_estimates=True``), each SQL text's scan estimate is taken once per snapshot
-  opening and kept (it does not depend on the parameters' values); it is still checked
-  against ``max_scan_rows`` on every run, and a new snapshot takes it again.
+  opening and kept (it does not depend on the parameters' values, save for a window the
+  zone maps rule out, whose estimate of 0 is not kept); it is still checked against
+  ``max_scan_rows`` on every run, and a new snapshot takes it again.
 """
 
 from __future__ import annotations
@@ -265,7 +266,11 @@ def _guarded(
     if estimates is not None and not tables:
         plan = estimates.get(query)
         if plan is None:
-            plan = estimates[query] = plan_estimates(_explain(con, query, params))
+            plan = plan_estimates(_explain(con, query, params))
+            # Zero is a window the zone maps rule out (before the first day...), not the
+            # SQL's estimate: kept, it would let every later window pass unseen and uncharged.
+            if plan[0] > 0:
+                estimates[query] = plan
         check_estimate(plan[0], plan[1], limits.max_scan_rows)
         read = plan[0]
     else:

@@ -88,6 +88,32 @@ def test_a_saved_reports_scan_estimate_is_kept_per_snapshot_and_taken_again_on_a
         kept.close()
 
 
+def test_an_estimate_of_zero_from_a_window_outside_the_data_is_not_kept(
+    snapshot: tuple[Path, Path],
+) -> None:
+    """A report first asked for days before the data: EXPLAIN says 0 rows (the zone maps
+    rule the window out). Kept, every later window would be checked and charged as 0."""
+    _warehouse, path = snapshot
+    adhoc = SharedSnapshot(path, QueryLimits(max_scan_rows=10**10))
+    kept = SharedSnapshot(path, QueryLimits(max_scan_rows=10**10), keep_estimates=True)
+    try:
+        before_data = {
+            "start": FIRST - dt.timedelta(days=400),
+            "end": FIRST - dt.timedelta(days=300),
+        }
+        assert kept.run(DAU_SQL, before_data).scanned_rows == 0
+        assert kept._current is not None and kept._current.estimates == {}
+        assert (
+            kept.run(DAU_SQL, _window(0)).scanned_rows
+            == adhoc.run(DAU_SQL, _window(0)).scanned_rows
+            > 0
+        )
+        assert len(kept._current.estimates) == 1
+    finally:
+        adhoc.close()
+        kept.close()
+
+
 def test_one_watchdog_times_out_queries_on_several_threads_and_drops_their_cursors(
     snapshot: tuple[Path, Path],
 ) -> None:
