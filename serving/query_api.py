@@ -36,6 +36,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Hashable, Iterator
 from decimal import Decimal
@@ -244,6 +245,9 @@ class QueryApi:
             key=lambda pair: -len(pair[0]),
         )
         self._snapshot: SnapshotInfo | None = None
+        # Built once: a Path built per request costs more than the stat it is for.
+        self._snapshot_path = settings.serving_path
+        self._report_paths: dict[str, str] = {}
         # Report name -> (its file's stat, the report read from it).
         self._reports: dict[str, tuple[Hashable, Report]] = {}
         self._slots = asyncio.Semaphore(CONCURRENT_QUERIES)
@@ -276,7 +280,7 @@ class QueryApi:
         kept = self._reports.get(name)
         if kept is not None:
             try:
-                stat = (self.reports_dir / f"{name}.yml").stat()
+                stat = os.stat(self._report_paths[name])
             except OSError:
                 stat = None
             if stat is not None and kept[0] == (stat.st_ino, stat.st_mtime_ns, stat.st_size):
@@ -296,6 +300,7 @@ class QueryApi:
             raise QueryRefused("report", 404, f"no report {name!r}") from None
         # The stat taken before reading: a file replaced meanwhile is read again next time.
         self._reports[name] = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), report)
+        self._report_paths[name] = str(path)
         return report
 
     def _today(self) -> dt.date:
@@ -314,7 +319,7 @@ class QueryApi:
         if known is None:
             return None
         try:
-            stamp = file_stamp(self.settings.serving_path)
+            stamp = file_stamp(self._snapshot_path)
         except SnapshotMissing:
             raise QueryRefused("snapshot", 503, SNAPSHOT_MISSING) from None
         return known if known.stamp == stamp else None
@@ -478,7 +483,8 @@ class QueryApi:
             "cached": cached,
             "snapshot": {"run_id": info.run_id, "built_at": info.built_at},
             "columns": result.columns,
-            "rows": [list(row) for row in result.rows],
+            # Tuples: JSON arrays as they are (orjson, and json on its fallback).
+            "rows": result.rows,
             "truncated": result.truncated,
         }
         response = _json(body, headers=headers)
