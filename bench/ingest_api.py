@@ -9,7 +9,10 @@ asyncio; pure Python, bounded in time):
 - p50 / p99 latency at half of each maximum rate (open loop: requests leave on a fixed
   schedule, and latency counts from the scheduled time, so queueing is not hidden);
 - the baseline, measured in the same run: one process parsing the same bodies and appending
-  them to a file with an fsync per body.
+  them to a file with an fsync per body;
+- the CPU time each spends per batch of 100 (the server's from /proc, all its threads; the
+  baseline's ``process_time``): on a machine shared with other work, fsync times and free
+  cores swing the rates from one round to the next, the CPU per batch much less.
 
 ``python -m bench.ingest_api`` runs it and writes the "Ingest API" section of
 docs/benchmarks.md. Reads no environment; the server gets its settings from its own.
@@ -191,6 +194,7 @@ def baseline(bodies: list[bytes], path: Path, seconds: float = PHASE_SECONDS) ->
 
     requests = events = 0
     started = time.perf_counter()
+    cpu_started = time.process_time()
     with path.open("ab") as handle:
         while time.perf_counter() - started < seconds:
             doc = orjson.loads(bodies[requests % len(bodies)])
@@ -201,7 +205,11 @@ def baseline(bodies: list[bytes], path: Path, seconds: float = PHASE_SECONDS) ->
             requests += 1
             events += len(messages)
     elapsed = time.perf_counter() - started
-    return {"requests_per_s": requests / elapsed, "events_per_s": events / elapsed}
+    return {
+        "requests_per_s": requests / elapsed,
+        "events_per_s": events / elapsed,
+        "cpu_us_per_request": (time.process_time() - cpu_started) / requests * 1e6,
+    }
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -221,6 +229,12 @@ def _start_server(data_dir: Path, port: int, log: Path) -> subprocess.Popen[byte
         "SLUICE_API_BURST": "100000000",
     }
     return start_sluice_serve(env, port, log)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _fsync_quantile(port: int, quantile: float) -> float | None:
@@ -263,7 +277,9 @@ def run(workdir: Path) -> dict[str, Any]:
     server = _start_server(data_dir, port, workdir / "serve.log")
     try:
         for _ in range(REPEATS):
+            cpu_before = _cpu_seconds(server.pid)
             batched = _drive(port, key, "/v1/batch", bodies["batch"], connections=BATCH_CONNECTIONS)
+            server_cpu = _cpu_seconds(server.pid) - cpu_before
             single = _drive(port, key, "/v1/track", bodies["track"], connections=SINGLE_CONNECTIONS)
             batched_rate = batched["ok"] * BATCH_SIZE / batched["seconds"]
             single_rate = single["ok"] / single["seconds"]
@@ -298,6 +314,8 @@ def run(workdir: Path) -> dict[str, Any]:
                     "half_batched_p99": half_batched["p99_ms"],
                     "base_events": base_batch["events_per_s"],
                     "base_requests": base_single["requests_per_s"],
+                    "batch_cpu_us": server_cpu / max(batched["ok"], 1) * 1e6,
+                    "base_batch_cpu_us": base_batch["cpu_us_per_request"],
                 }
             )
         fsync_p50, fsync_p99 = _fsync_quantile(port, 0.5), _fsync_quantile(port, 0.99)
@@ -319,6 +337,8 @@ def run(workdir: Path) -> dict[str, Any]:
             "ratio_vs_baseline": round(m["batched_rate"] / m["base_events"], 2),
             "half_load_p50_ms": round(m["half_batched_p50"], 2),
             "half_load_p99_ms": round(m["half_batched_p99"], 2),
+            "cpu_us_per_batch": round(m["batch_cpu_us"]),
+            "baseline_cpu_us_per_batch": round(m["base_batch_cpu_us"]),
         },
         "single": {
             "requests_per_s": round(m["single_rate"]),
@@ -341,6 +361,23 @@ def run(workdir: Path) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     b, s, t = result["batched"], result["single"], result["targets"]
+    # Results written before the CPU figures were measured have none.
+    cpu = "cpu_us_per_batch" in b
+    cpu_row = (
+        [
+            f"| CPU µs per batch of 100 (server: its process, all threads) | "
+            f"{b['cpu_us_per_batch']:,} | {b['baseline_cpu_us_per_batch']:,} | "
+            f"{b['baseline_cpu_us_per_batch'] / b['cpu_us_per_batch']:.2f} | |"
+        ]
+        if cpu
+        else []
+    )
+    cpu_note = (
+        " The CPU line's ratio is the baseline's CPU per batch over the server's; it moves "
+        "far less than the rates when other work shares the machine and its disk."
+        if cpu
+        else ""
+    )
     return "\n".join(
         [
             START,
@@ -356,13 +393,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"body. Load average before the run: {result['load_average_before']} (other work "
             "on the machine moves the latency tail most). Server fsync per commit group: "
             f"p50 ≤ {result['fsync_ms']['p50_at_most']} ms, "
-            f"p99 ≤ {result['fsync_ms']['p99_at_most']} ms.",
+            f"p99 ≤ {result['fsync_ms']['p99_at_most']} ms.{cpu_note}",
             "",
             "| measure | API | baseline | ratio | target |",
             "|---|---:|---:|---:|---:|",
             f"| events/s, batches of 100 | {b['events_per_s']:,} | "
             f"{b['baseline_events_per_s']:,} | {b['ratio_vs_baseline']} | "
             f"≥ {t['batched_events_per_s']:,} |",
+            *cpu_row,
             f"| requests/s, one event each | {s['requests_per_s']:,} | "
             f"{s['baseline_requests_per_s']:,} | {s['ratio_vs_baseline']} | "
             f"≥ {t['single_requests_per_s']:,} |",

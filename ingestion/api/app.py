@@ -37,7 +37,7 @@ from common.keys import KeyFileError, KeyStore
 from common.metrics import IngestMetrics
 from common.settings import Settings
 from common.stream import StreamUnavailable
-from ingestion.api.messages import TimestampParser, dumps, iso, stamp
+from ingestion.api.messages import StampedBatch, TimestampParser, dumps, stamp_batch
 from ingestion.api.publish import Publisher, PublishFailed
 from ingestion.api.ratelimit import RateLimiter
 from ingestion.api.segments import GroupCommitter, SegmentWriter, lock_landing, recover
@@ -213,71 +213,8 @@ class IngestApi:
         self.metrics.bytes_in.inc(len(body))
         if kind in SINGLE_TYPES and len(body) > MAX_MESSAGE_BYTES:
             raise HttpError(413, f"message is {len(body)} bytes; the limit is 32 KB per message")
-        doc = parse_body(body)
-        if not key:
-            body_key = doc.get("writeKey")
-            key = body_key if isinstance(body_key, str) else None
-        if not key:
-            raise HttpError(401, "no write key: send it as Basic auth user name or as writeKey")
-        try:
-            source = self.keys.source_of(key)
-        except KeyFileError as error:
-            log.error("%s", error)
-            raise HttpError(503, "the key file cannot be read; see the server log") from None
-        if source is None:
-            if self.keys.reader_of(key) is not None:
-                raise HttpError(
-                    403, "this is a read key, which cannot send events; use a write key"
-                )
-            raise HttpError(401, "unknown or revoked write key")
-        fields["source"] = source
-        if kind in SINGLE_TYPES:
-            messages: list[Any] = [doc]
-            message_kind: str | None = kind
-            sent_at, context = None, None
-        else:
-            batch = doc.get("batch")
-            if not isinstance(batch, list):
-                raise HttpError(400, 'malformed request: "batch" must be a list of messages')
-            if len(batch) > MAX_BATCH_MESSAGES:
-                raise HttpError(
-                    400, f"batch has {len(batch)} messages; the limit is 2500 per batch"
-                )
-            messages, message_kind = batch, None
-            sent_at, context = doc.get("sentAt"), doc.get("context")
-        received_at = dt.datetime.now(dt.UTC)
-        received_at_text = iso(received_at)
-        received_at_naive = received_at.replace(tzinfo=None)
-        # Each message's JSON line and a newline, as two items: the committer joins them, so a
-        # line is copied once on its way to the segment (and the stream takes lines[::2]).
-        lines: list[bytes] = []
-        # Each line's Nats-Msg-Id, in NATS mode.
-        ids: list[str | None] = []
-        errors: list[dict[str, Any]] = []
-        rejected: list[str] = []
-        timestamps = self.timestamps
-        for index, message in enumerate(messages):
-            line, reason, message_id = stamp(
-                message,
-                received_at,
-                timestamps,
-                kind=message_kind,
-                batch_sent_at=sent_at,
-                batch_context=context,
-                received_at_text=received_at_text,
-                received_at_naive=received_at_naive,
-            )
-            if len(line) > MAX_MESSAGE_BYTES:
-                raise HttpError(
-                    413, f"message {index} is {len(line)} bytes; the limit is 32 KB per message"
-                )
-            lines += (line, b"\n")
-            ids.append(message_id)
-            if reason is not None:
-                rejected.append(reason)
-                if len(errors) < MAX_ERRORS_LISTED:
-                    errors.append({"index": index, "reason": reason})
-        wait = self.limiter.retry_after(source, len(messages))
+        source, (lines, ids, rejected) = self._stamp(body, key, kind, fields)
+        wait = self.limiter.retry_after(source, len(ids))
         if wait:
             self.metrics.rate_limited.labels(source).inc()
             raise HttpError(
@@ -307,13 +244,67 @@ class IngestApi:
                     ) from None
         accepted = len(ids) - len(rejected)
         self.metrics.source_accepted(source).inc(accepted)
-        for reason in rejected:
+        for _, reason in rejected:
             self.metrics.reject(reason)
         fields |= {"accepted": accepted, "rejected": len(rejected)}
         answer: dict[str, Any] = {"success": True, "accepted": accepted, "rejected": len(rejected)}
-        if errors:
-            answer["errors"] = errors
+        if rejected:
+            answer["errors"] = [
+                {"index": index, "reason": reason} for index, reason in rejected[:MAX_ERRORS_LISTED]
+            ]
         return _json(answer)
+
+    def _stamp(
+        self, body: bytes, key: str | None, kind: str, fields: dict[str, Any]
+    ) -> tuple[str, StampedBatch]:
+        """The write key's source and the request's stamped messages.
+
+        The parsed body lives only while this runs: a request then waits for its group's
+        fsync holding only its lines, so the collector does not find a hundred objects per
+        waiting request to carry into its older generations (and its full passes)."""
+        doc = parse_body(body)
+        if not key:
+            body_key = doc.get("writeKey")
+            key = body_key if isinstance(body_key, str) else None
+        if not key:
+            raise HttpError(401, "no write key: send it as Basic auth user name or as writeKey")
+        try:
+            source = self.keys.source_of(key)
+        except KeyFileError as error:
+            log.error("%s", error)
+            raise HttpError(503, "the key file cannot be read; see the server log") from None
+        if source is None:
+            if self.keys.reader_of(key) is not None:
+                raise HttpError(
+                    403, "this is a read key, which cannot send events; use a write key"
+                )
+            raise HttpError(401, "unknown or revoked write key")
+        fields["source"] = source
+        if kind in SINGLE_TYPES:
+            stamped = stamp_batch([doc], dt.datetime.now(dt.UTC), self.timestamps, kind=kind)
+        else:
+            batch = doc.get("batch")
+            if not isinstance(batch, list):
+                raise HttpError(400, 'malformed request: "batch" must be a list of messages')
+            if len(batch) > MAX_BATCH_MESSAGES:
+                raise HttpError(
+                    400, f"batch has {len(batch)} messages; the limit is 2500 per batch"
+                )
+            stamped = stamp_batch(
+                batch,
+                dt.datetime.now(dt.UTC),
+                self.timestamps,
+                batch_sent_at=doc.get("sentAt"),
+                batch_context=doc.get("context"),
+            )
+        lines = stamped.lines
+        if max(map(len, lines), default=0) > MAX_MESSAGE_BYTES:
+            index = next(i for i, line in enumerate(lines[::2]) if len(line) > MAX_MESSAGE_BYTES)
+            raise HttpError(
+                413,
+                f"message {index} is {len(lines[2 * index])} bytes; the limit is 32 KB per message",
+            )
+        return source, stamped
 
     def routes(self) -> list[Route]:
         """The ingest routes; ``/v1/{kind}`` takes any path under /v1, so a server mounts

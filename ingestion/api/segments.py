@@ -31,6 +31,8 @@ from common.durable import fsync_path
 
 OPEN_SUFFIX = LANDING_SUFFIX + ".tmp"
 LOCK_NAME = ".ingest-api.lock"
+# Buffers per writev call (the kernel's limit, 1024 on Linux).
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 
 class LandingLocked(RuntimeError):
@@ -94,6 +96,25 @@ def lock_landing(sources_dir: Path) -> int:
     return fd
 
 
+def _write_all(fd: int, lines: list[bytes]) -> int:
+    """Write ``lines`` in order with ``writev``, which copies them into the kernel without
+    joining them first and releases the GIL while it does; returns the bytes written."""
+    total = 0
+    for start in range(0, len(lines), _IOV_MAX):
+        chunk = lines[start : start + _IOV_MAX]
+        written = os.writev(fd, chunk)
+        total += written
+        size = sum(map(len, chunk))
+        if written < size:
+            # A short write (a full disk, a signal): the rest of this chunk with plain writes.
+            view = memoryview(b"".join(chunk))[written:]
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+                total += written
+    return total
+
+
 @dataclass
 class _Segment:
     path: Path
@@ -133,12 +154,7 @@ class SegmentWriter:
             for source, lines in chunks.items():
                 segment = self._segment(source)
                 touched.append((segment, segment.size))
-                data = b"".join(lines)
-                view = memoryview(data)
-                while view:
-                    written = os.write(segment.fd, view)
-                    view = view[written:]
-                    segment.size += written
+                segment.size += _write_all(segment.fd, lines)
             for segment, _ in touched:
                 os.fsync(segment.fd)
         except BaseException:
