@@ -330,16 +330,18 @@ def test_dbt_builds_within_the_memory_limit_setting(
 
 def test_the_message_id_check_reads_the_window_and_its_lookback(warehouse: Warehouse) -> None:
     """A copy farther from the window than dedup_lookback_days is counted by design and
-    outside what a window run checks; a copy near the window fails the check."""
+    outside what a window run checks; a copy near the window fails the check; two copies
+    near the window but both outside it are another run's to check."""
     far = D4 - dt.timedelta(days=30)
     near = D4 - dt.timedelta(days=3)
     one = warehouse.query("select message_id from core.fct_events where event_date = ?", [D4])[0]
+    before = warehouse.query("select message_id from core.fct_events where event_date = ?", [D3])
 
-    def copy_to(day: dt.date) -> None:
+    def copy_to(day: dt.date, message_id: str = one[0], from_day: dt.date = D4) -> None:
         warehouse.execute(
             "insert into core.fct_events select * replace (cast(? as date) as event_date) "
             "from core.fct_events where message_id = ? and event_date = ?",
-            [day, one[0], D4],
+            [day, message_id, from_day],
         )
 
     def check() -> str:
@@ -350,6 +352,8 @@ def test_the_message_id_check_reads_the_window_and_its_lookback(warehouse: Wareh
         statuses = result.statuses()
         return next(v for k, v in statuses.items() if k.startswith("test.sluice.unique_near"))
 
+    copy_to(near, before[0][0], D3)
+    assert check() == "pass"
     copy_to(far)
     assert check() == "pass"
     copy_to(near)

