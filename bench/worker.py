@@ -94,7 +94,7 @@ def checks_only_load(params: dict[str, Any]) -> dict[str, Any]:
     import duckdb
 
     from ingestion.landing import queries
-    from ingestion.landing.helpers import batches, source_of
+    from ingestion.landing.helpers import batches, read_lines
     from ingestion.landing.settings import BATCH_BYTES, STAGING_MEMORY_LIMIT
 
     files = [(Path(f), Path(f).name) for f in params["files"]]
@@ -111,15 +111,7 @@ def checks_only_load(params: dict[str, Any]) -> dict[str, Any]:
         con.execute(f"create table floor.raw_events ({events})")
         con.execute(f"create table floor.raw_rejected ({rejected})")
         for batch in batches(files, BATCH_BYTES):
-            con.execute(queries.CREATE_LINES_SQL)
-            con.execute(
-                queries.READ_FILES_SQL,
-                {
-                    "paths": [str(piece.path) for piece in batch],
-                    "names": [piece.source_file for piece in batch],
-                    "sources": [source_of(piece.source_file) for piece in batch],
-                },
-            )
+            read_lines(con, batch)
             con.execute(queries.VALIDATE_SQL)
             loaded_at = {"loaded_at": dt.datetime.now(dt.UTC)}
             con.execute(f"insert into floor.raw_events {queries.ACCEPTED_SQL}", loaded_at)

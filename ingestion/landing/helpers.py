@@ -153,7 +153,7 @@ def batches(files: list[tuple[Path, str]], batch_bytes: int) -> Iterator[list[Pi
         yield batch
 
 
-def _read_into(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> None:
+def read_lines(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> None:
     """Fill the temp table ``lines`` (source, source_file, line_number, raw_line).
 
     DuckDB reads and splits whole files itself, in parallel and without a Python object per
@@ -207,7 +207,7 @@ def _checked(pieces: list[Piece]) -> Iterator[duckdb.DuckDBPyConnection]:
         # Rows carry their file and line number, so their order in a table or a Parquet file
         # says nothing; without it DuckDB splits lines, builds tables and writes in parallel.
         con.execute("set preserve_insertion_order = false")
-        _read_into(con, pieces)
+        read_lines(con, pieces)
         con.execute(queries.VALIDATE_SQL)
         yield con
     finally:
