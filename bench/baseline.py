@@ -153,12 +153,10 @@ def load(files: list[str], database: Path) -> dict[str, Any]:
             con.execute(statement)
         con.execute("checkpoint")
         seconds = time.perf_counter() - started
-        rows, ids, checksum = con.execute(
-            IDS_SUMMARY.format(column="message_id", table="raw_events")
-        ).fetchone()
     finally:
         con.close()
-    return {"seconds": seconds, "rows": rows, "ids": ids, "checksum": checksum}
+    # The output check (IDS_SUMMARY) runs in a process of its own: bench/load.py.
+    return {"seconds": seconds}
 
 
 def marts(files: list[str], database: Path) -> dict[str, Any]:
