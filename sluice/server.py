@@ -121,6 +121,10 @@ def serve(settings: Settings, host: str, port: int, access_logs: bool = True) ->
     # Everything loaded so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise add their pauses to the latency tail.
     gc.freeze()
+    # A batch of 100 events parses into about 500 dicts and lists that die with the request;
+    # at the default threshold (700) the young generation was collected about once a request.
+    # Every 20,000 allocations instead: the same garbage, collected in fewer, larger passes.
+    gc.set_threshold(20_000, 10, 10)
     try:
         uvicorn.run(
             app,
