@@ -60,19 +60,6 @@ def _utc_text(value: dt.datetime) -> str:
     return text[1:20].decode() + ".000Z"
 
 
-class Stamped(NamedTuple):
-    """One message ready to append: its JSON line, and the reason it will be rejected.
-
-    The reason is what the client is answered and the metrics count; the loader's own text
-    for it is ``loader_reason(reason)``.
-    """
-
-    line: bytes
-    reason: str | None
-    # The messageId of a message predicted valid: its Nats-Msg-Id in NATS mode (common.stream).
-    message_id: str | None = None
-
-
 def loader_reason(reason: str | None) -> str | None:
     """The reason the loader writes to ``raw.rejected_events`` for a message the API rejects
     with ``reason``: the same text, except for the API's own rules (see the module doc)."""
@@ -87,33 +74,14 @@ class StampedBatch(NamedTuple):
     ``lines`` holds each message's JSON line followed by a newline item (the group commit
     writes them as they are, and the stream takes ``lines[::2]``); ``ids`` the messageId of
     each message predicted valid (its Nats-Msg-Id in NATS mode, ``common.stream``), else
-    None; ``rejected`` the index and reason of each message predicted rejected.
+    None; ``rejected`` the index and reason of each message predicted rejected. A reason is
+    what the client is answered and the metrics count; the loader's own text for it is
+    ``loader_reason(reason)``.
     """
 
     lines: list[bytes]
     ids: list[str | None]
     rejected: list[tuple[int, str]]
-
-
-def stamp(
-    doc: Any,
-    received_at: dt.datetime,
-    timestamps: TimestampParser,
-    *,
-    kind: str | None = None,
-    batch_sent_at: Any = None,
-    batch_context: Any = None,
-) -> Stamped:
-    """``stamp_batch`` of one message."""
-    lines, ids, rejected = stamp_batch(
-        [doc],
-        received_at,
-        timestamps,
-        kind=kind,
-        batch_sent_at=batch_sent_at,
-        batch_context=batch_context,
-    )
-    return Stamped(lines[0], rejected[0][1] if rejected else None, ids[0])
 
 
 def stamp_batch(
